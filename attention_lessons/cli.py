@@ -1,0 +1,92 @@
+"""The ``attention-lessons`` command: doctor, grade, exercises, sync."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _doctor(args) -> int:
+    from .device import doctor
+
+    return 0 if doctor().ok else 1
+
+
+def _grade(args) -> int:
+    from .grading.batch import GradeOptions, grade_many, write_csv, write_feedback
+
+    paths = []
+    for p in args.submissions:
+        p = Path(p)
+        paths += sorted(p.glob("*.ipynb")) if p.is_dir() else [p]
+    if not paths:
+        print("no submissions found", file=sys.stderr)
+        return 2
+    options = GradeOptions(cell_timeout=args.cell_timeout, call_timeout=args.call_timeout,
+                           notebook_timeout=args.notebook_timeout, memory_mb=args.memory_mb,
+                           seed=args.seed, exercise=args.exercise)
+    rows = grade_many(paths, options, jobs=args.jobs)
+    for r in rows:
+        print(f"{r['student']:<30} {r['status']:<16} {r['score']:g}/{r['max_score']:g}  {r['seconds']:.1f} s"
+              + (f"  {r['message'][:80]}" if r["message"] else ""))
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    if args.feedback:
+        write_feedback(rows, args.feedback)
+    return 0
+
+
+def _exercises(args) -> int:
+    from .authoring import generate_exercises
+
+    for path in generate_exercises(args.root):
+        print(f"wrote {path}")
+    return 0
+
+
+def _sync(args) -> int:
+    from .authoring import sync_headers
+
+    changed = sync_headers(args.root)
+    print("\n".join(f"updated {p}" for p in changed) or "all headers up to date")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="attention-lessons", description="The attention course's helper command.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("doctor", help="check Python, NumPy, TensorFlow, Keras and GPUs").set_defaults(run=_doctor)
+
+    g = sub.add_parser("grade", help="grade submitted notebooks (each in its own kernel)")
+    g.add_argument("submissions", nargs="+", help="notebooks, or folders of notebooks")
+    g.add_argument("--csv", help="write one row per submission here")
+    g.add_argument("--json", help="write every check, hint and message here")
+    g.add_argument("--feedback", metavar="DIR", help="write one Markdown feedback file per student here")
+    g.add_argument("--exercise", help="exercise id (default: from the notebook's metadata or file name)")
+    g.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
+    g.add_argument("--cell-timeout", type=float, default=60.0, help="seconds per cell (default 60)")
+    g.add_argument("--call-timeout", type=float, default=10.0, help="seconds per call of a student's function")
+    g.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per submission (default 600)")
+    g.add_argument("--memory-mb", type=int, default=4096, help="address-space limit of the student's kernel")
+    g.add_argument("--seed", type=int, default=20261122, help="seed of the grader's inputs")
+    g.set_defaults(run=_grade)
+
+    e = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
+    e.add_argument("--root", default=".", help="repository root (default: .)")
+    e.set_defaults(run=_exercises)
+
+    s = sub.add_parser("sync", help="rewrite every notebook's title/badge and setup cells")
+    s.add_argument("--root", default=".")
+    s.set_defaults(run=_sync)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

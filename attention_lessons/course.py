@@ -1,0 +1,59 @@
+"""The course's table of contents and the one place that names its public repository.
+
+Every notebook starts with a title cell holding an "Open in Colab" badge and a setup cell
+that, on Colab only, installs this package from :data:`REPOSITORY`. Both cells are built
+here; ``tests/test_hygiene.py`` checks every notebook against them, and
+``attention-lessons sync`` rewrites them after a change of URL.
+"""
+
+from __future__ import annotations
+
+REPOSITORY = "https://github.com/attention-lessons/attention-lessons"
+BRANCH = "main"
+
+#: (file stem, title) of each lesson, in course order.
+LESSONS: list[tuple[str, str]] = [
+    ("00_start_here", "Start here"),
+    ("01_neurons_and_weighted_sums", "Neurons and weighted sums"),
+    ("02_normalization_and_softmax", "Normalization and softmax"),
+    ("03_softmax_weighting", "Softmax weighting"),
+]
+
+#: (file stem, title, lessons covered) of each exercise.
+EXERCISES: list[tuple[str, str, str]] = [
+    ("ex01_weighted_sums", "Weighted sums", "01"),
+    ("ex02_softmax", "Softmax", "02–03"),
+]
+
+
+def colab_url(path: str) -> str:
+    """Colab address that opens ``path`` (relative to the repository root) from GitHub."""
+    github = REPOSITORY.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{github}/blob/{BRANCH}/{path}"
+
+
+def colab_badge(path: str) -> str:
+    """Markdown for the "Open in Colab" badge of ``path``."""
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path)})"
+
+
+def pip_requirement() -> str:
+    """What the Colab setup cell installs: this package straight from its repository."""
+    return f"attention-lessons @ git+{REPOSITORY}@{BRANCH}"
+
+
+def setup_cell_source() -> str:
+    """Source of the setup cell that every notebook runs second."""
+    return (
+        "# Setup. On Google Colab this installs the course package; TensorFlow, Keras and NumPy\n"
+        "# are already there and are kept as they are. On your own machine `make lab` has\n"
+        "# installed everything, so this cell does nothing.\n"
+        "import sys\n"
+        "if \"google.colab\" in sys.modules:\n"
+        f"    %pip install --quiet \"{pip_requirement()}\""
+    )
+
+
+def title_cell_source(path: str, title: str) -> str:
+    """Source of the first (markdown) cell: the title and the Colab badge."""
+    return f"# {title}\n\n{colab_badge(path)}"

@@ -1,0 +1,304 @@
+"""The grader: instant feedback, batch grading, the bug catalogue, and containment."""
+
+import copy
+import json
+import socket
+import threading
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from attention_lessons.authoring import BEGIN, END
+from attention_lessons.grading import evaluate, exercise_ids, get_exercise
+from attention_lessons.grading.batch import GradeOptions, grade_many
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_BUGS = [(ex, q, c, b) for ex in exercise_ids() for q in get_exercise(ex).questions
+            for c in q.checks for b in c.bugs]
+
+
+# ---------------------------------------------------------------- instant feedback
+
+@pytest.mark.parametrize("exercise, question, check, bug", ALL_BUGS,
+                         ids=[f"{q.id}:{b.fn.__name__}:{c.name[:25]}" for _, q, c, b in ALL_BUGS])
+def test_every_catalogued_bug_fails_its_check_with_its_hint(exercise, question, check, bug):
+    result = evaluate(question.id, **{question.function: bug.fn})
+    outcome = next(r for r in result.checks if r.name == check.name)
+    assert not outcome.passed and outcome.earned == 0
+    assert outcome.hint == bug.hint
+
+
+@pytest.mark.parametrize("exercise_id", exercise_ids())
+def test_reference_implementations_score_full_marks(exercise_id):
+    for q in get_exercise(exercise_id).questions:
+        result = evaluate(q.id, **{q.function: q.reference})
+        assert result.earned == result.points, result.report()
+
+
+def test_missing_function_gets_a_hint_not_a_crash():
+    result = evaluate("ex02.q1", namespace={})
+    assert result.earned == 0
+    assert "Define `softmax`" in result.checks[0].hint
+
+
+def test_a_function_that_loops_forever_costs_one_timeout_per_call():
+    def softmax(x, axis=-1, temperature=1.0):
+        while True:
+            pass
+    result = evaluate("ex02.q1", timeout=0.2, softmax=softmax)
+    assert result.earned == 0
+    assert "did not finish in time" in result.checks[0].detail
+
+
+def test_a_function_returning_garbage_is_reported():
+    result = evaluate("ex02.q1", softmax=lambda x, axis=-1, temperature=1.0: "weights")
+    assert result.earned == 0
+    assert "TypeError" in result.checks[0].detail
+
+
+def test_a_library_function_is_not_accepted_as_the_students_own_work():
+    from attention_lessons.softmax import softmax as library_softmax
+    result = evaluate("ex02.q1", namespace={"softmax": library_softmax})
+    assert result.earned == 0
+    assert "not your own code" in result.checks[0].detail
+
+
+def test_report_shows_marks_points_and_hints():
+    bug = next(b for _, q, c, b in ALL_BUGS if q.id == "ex02.q1" and "multiply" in b.hint)
+    text = evaluate("ex02.q1", softmax=bug.fn).report()
+    assert "✅" in text and "❌" in text and "Hint: You multiply by the temperature" in text
+    assert text.splitlines()[0].endswith("— 3.5/5 points")
+
+
+# ---------------------------------------------------------------- batch grading
+
+def _solution(stem):
+    return nbformat.read(ROOT / "solutions" / f"{stem}.ipynb", as_version=4)
+
+
+def _with_answer(nb, function, body):
+    """Copy of ``nb`` where the answer defining ``function`` has ``body`` as its solution region."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if "answer" in cell.metadata.get("tags", []) and f"def {function}(" in cell.source:
+            head, rest = cell.source.split(BEGIN)
+            indent = head.splitlines()[-1]
+            cell.source = head.rstrip(" ") + "\n".join(indent + line for line in body.strip("\n").splitlines())
+            return nb
+    raise AssertionError(f"no answer cell defines {function}")
+
+
+def _add_cell(nb, source, at=4):
+    nb = copy.deepcopy(nb)
+    nb.cells.insert(at, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+SOFTMAX_BODY = """
+if temperature <= 0:
+    raise ValueError("temperature")
+x = np.asarray(x)
+z = x.astype(np.float32 if x.dtype == np.float16 else x.dtype) / temperature
+e = np.exp(z - z.max(axis=axis, keepdims=True))
+return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
+"""
+
+# (name, exercise, function, buggy body, question id, hint fragment): classic bugs as students write them.
+BUGGY = [
+    ("wrong_axis", "ex02_softmax", "softmax", SOFTMAX_BODY.replace("axis=axis", "axis=0"), "ex02.q1", "normalise over axis 0"),
+    ("no_max_subtraction", "ex02_softmax", "softmax", SOFTMAX_BODY.replace("z - z.max(axis=axis, keepdims=True)", "z"),
+     "ex02.q1", "Subtract the maximum"),
+    ("temperature_multiplied", "ex02_softmax", "softmax", SOFTMAX_BODY.replace("/ temperature", "* temperature"),
+     "ex02.q1", "You multiply by the temperature"),
+    ("sum_of_logits", "ex02_softmax", "softmax", SOFTMAX_BODY.replace("(e / e.sum(", "(e / z.sum("),
+     "ex02.q1", "divide by the sum of the scores"),
+    ("mask_inverted", "ex02_softmax", "masked_softmax", """
+x = np.asarray(x, dtype=float)
+z = np.where(np.asarray(mask, dtype=bool), -np.inf, x)
+z = z - z.max(axis=axis, keepdims=True)
+e = np.exp(z)
+return e / e.sum(axis=axis, keepdims=True)
+""", "ex02.q2", "Mask polarity is inverted"),
+    ("zeroed_after_softmax", "ex02_softmax", "masked_softmax", """
+x = np.asarray(x, dtype=float)
+e = np.exp(x - x.max(axis=axis, keepdims=True))
+return e / e.sum(axis=axis, keepdims=True) * mask
+""", "ex02.q2", "without renormalising"),
+    ("sigma_not_powered", "ex02_softmax", "divisive_normalization", """
+d = np.asarray(drive, dtype=float) ** n
+return d / (sigma + d.sum(axis=-1, keepdims=True))
+""", "ex02.q3", "sigma must be raised to the power n"),
+    ("bias_after_activation", "ex01_weighted_sums", "neuron", """
+x, w = np.asarray(x, float), np.asarray(w, float)
+if x.shape[-1] != w.shape[0]:
+    raise ValueError("shapes")
+z = x @ w
+f = {"linear": lambda z: z, "relu": lambda z: np.maximum(z, 0), "sigmoid": lambda z: 1 / (1 + np.exp(-z))}
+return f[activation](z) + b
+""", "ex01.q1", "bias after the activation"),
+    ("weights_transposed", "ex01_weighted_sums", "layer", """
+X, W = np.asarray(X, float), np.asarray(W, float)
+if X.shape[-1] != W.shape[0]:
+    raise ValueError("shapes")
+return X @ W.T + b
+""", "ex01.q2", "W is used transposed"),
+    ("gain_added", "ex01_weighted_sums", "modulate", """
+if gain < 0:
+    raise ValueError("gain")
+return np.asarray(rates, float) + gain + shift
+""", "ex01.q3", "You add the gain"),
+]
+
+
+class _Listener:
+    """A TCP server on loopback that records whether anyone connected."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.connected = False
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.connected = True
+                conn.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade every submission of this module in one parallel batch (kernels are the slow part)."""
+    folder = tmp_path_factory.mktemp("submissions")
+    listener = _Listener()
+    ex02, ex01 = _solution("ex02_softmax"), _solution("ex01_weighted_sums")
+    subs = {
+        "solution_ex01": ex01,
+        "solution_ex02": ex02,
+        "untouched_ex01": nbformat.read(ROOT / "exercises" / "ex01_weighted_sums.ipynb", as_version=4),
+        "untouched_ex02": nbformat.read(ROOT / "exercises" / "ex02_softmax.ipynb", as_version=4),
+        "raises_early": _add_cell(ex02, "raise RuntimeError('a broken cell')"),
+        "loops_forever": _add_cell(ex02, "while True:\n    pass"),
+        "kills_kernel": _add_cell(ex02, "import os\nos._exit(3)"),
+        "imports_reference": _add_cell(_with_answer(ex02, "softmax", "return None"),
+                                       "from attention_lessons.softmax import softmax", at=len(ex02.cells) - 3),
+        "patches_numpy": _add_cell(
+            _with_answer(ex02, "softmax", SOFTMAX_BODY.replace("/ temperature", "* temperature")),
+            "np.allclose = lambda *a, **k: True\nnp.testing.assert_allclose = lambda *a, **k: None\n"
+            "np.array_equal = lambda *a, **k: True", at=len(ex02.cells) - 1),
+        "eats_memory": _add_cell(ex02, "hog = np.ones(2**33, dtype=np.uint8)  # 8 GiB"),
+        "uses_network": _with_answer(ex02, "softmax", f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {listener.port}), timeout=2).close()
+    return np.zeros(np.shape(x))
+except OSError:
+    pass
+{SOFTMAX_BODY}
+"""),
+    }
+    for name, exercise, function, body, _, _ in BUGGY:
+        subs[name] = _with_answer(ex02 if exercise == "ex02_softmax" else ex01, function, body)
+    paths = []
+    for name, nb in subs.items():
+        suffix = "ex01" if "ex01" in name or any(b[0] == name and b[1].startswith("ex01") for b in BUGGY) else "ex02"
+        path = folder / f"{name}.ipynb"
+        nb.metadata["attention_lessons"] = {"exercise": suffix}
+        nbformat.write(nb, path)
+        paths.append(path)
+    (folder / "not_a_notebook.ipynb").write_text("{ this is not json")
+    paths.append(folder / "not_a_notebook.ipynb")
+    rows = grade_many(paths, GradeOptions(cell_timeout=8, call_timeout=3, memory_mb=4096), jobs=2)
+    listener.stop = True
+    return {Path(r["file"]).stem: r for r in rows}, listener
+
+
+def _feedback(row, qid):
+    return next(f for f in row["feedback"] if f["id"] == qid)
+
+
+def test_every_submission_gets_exactly_one_row(graded):
+    rows, _ = graded
+    assert len(rows) == 12 + len(BUGGY)
+    assert "not_a_notebook" in rows and all(r["status"] for r in rows.values())
+
+
+@pytest.mark.parametrize("exercise", ["ex01", "ex02"])
+def test_solutions_score_full_marks(graded, exercise):
+    row = graded[0][f"solution_{exercise}"]
+    assert row["status"] == "ok", row["message"]
+    assert row["score"] == row["max_score"] == get_exercise(exercise).points
+
+
+@pytest.mark.parametrize("exercise", ["ex01", "ex02"])
+def test_untouched_exercises_run_and_score_zero(graded, exercise):
+    row = graded[0][f"untouched_{exercise}"]
+    assert row["status"] == "ok", row["message"]
+    assert row["score"] == 0 and row["max_score"] > 0
+
+
+@pytest.mark.parametrize("name, qid, fragment", [(b[0], b[4], b[5]) for b in BUGGY], ids=[b[0] for b in BUGGY])
+def test_classic_bug_in_a_submission_loses_points_and_gets_its_hint(graded, name, qid, fragment):
+    row = graded[0][name]
+    feedback = _feedback(row, qid)
+    assert feedback["earned"] < feedback["points"]
+    hints = [c["hint"] for c in feedback["checks"] if not c["passed"]]
+    assert any(fragment in h for h in hints), hints
+
+
+def test_a_raising_cell_is_reported_and_the_rest_still_graded(graded):
+    row = graded[0]["raises_early"]
+    assert row["status"] == "error" and "RuntimeError" in row["message"]
+    assert row["score"] == row["max_score"]
+
+
+def test_an_infinite_loop_costs_one_cell_timeout(graded):
+    row = graded[0]["loops_forever"]
+    assert row["status"] == "timeout"
+    assert row["score"] == row["max_score"]  # the interrupted loop does not lose the answers after it
+    assert row["seconds"] < 60
+
+
+def test_a_kernel_that_dies_still_gets_a_row(graded):
+    row = graded[0]["kills_kernel"]
+    assert row["status"] == "crashed" and row["score"] == 0
+
+
+def test_unparseable_file_is_reported_as_unreadable(graded):
+    row = graded[0]["not_a_notebook"]
+    assert row["status"] == "unreadable" and row["score"] == 0
+
+
+def test_reference_implementations_cannot_be_imported_while_grading(graded):
+    row = graded[0]["imports_reference"]
+    assert "not available while grading" in row["message"]
+    assert _feedback(row, "ex02.q1")["earned"] == 0
+
+
+def test_patching_numpy_comparisons_in_the_submission_changes_nothing(graded):
+    rows, _ = graded
+    patched, plain = rows["patches_numpy"], rows["temperature_multiplied"]
+    assert patched["score"] == plain["score"] < patched["max_score"]
+
+
+def test_memory_limit_stops_a_huge_allocation_without_losing_the_grade(graded):
+    row = graded[0]["eats_memory"]
+    assert "MemoryError" in row["message"]
+    assert row["score"] == row["max_score"]
+
+
+def test_network_is_cut_off_for_the_submission(graded):
+    rows, listener = graded
+    row = rows["uses_network"]
+    assert not listener.connected, f"the submission reached a local server (sandbox: {row['sandbox']})"
+    assert _feedback(row, "ex02.q1")["earned"] == _feedback(row, "ex02.q1")["points"]
