@@ -18,7 +18,8 @@ install: $(STAMP)
 
 ## lab: set everything up and open the course in JupyterLab
 lab: $(STAMP)
-	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(LAB_ARGS)
 
 ## test: set everything up and run the whole test suite (package, notebooks via nbval, grading, hygiene)
 test: $(STAMP)

@@ -117,15 +117,20 @@ def _as_bool_mask(mask, name: str = "mask") -> np.ndarray:
     )
 
 
-def _broadcast_mask(mask, target: tuple, target_desc: str, name: str = "mask") -> np.ndarray:
+def _broadcast_mask(mask, scores_shape: tuple, target_desc: str, name: str = "mask") -> np.ndarray:
+    """The mask broadcast against the scores. It may add leading (batch) dimensions, e.g. one
+    mask per example for keys shared by the batch, but must not change ``(T, S)``."""
     mask = _as_bool_mask(mask, name)
     try:
-        return np.broadcast_to(mask, target)
+        target = np.broadcast_shapes(mask.shape, scores_shape)
     except ValueError:
+        target = None
+    if target is None or target[-2:] != tuple(scores_shape[-2:]):
         raise ValueError(
             f"`{name}` has shape {mask.shape}, which does not broadcast to the scores' shape "
-            f"{target} ({target_desc})."
-        ) from None
+            f"{tuple(scores_shape)} ({target_desc})."
+        )
+    return np.broadcast_to(mask, target)
 
 
 def _check_positive_int(value, name: str, allow_zero: bool = False) -> int:
@@ -141,6 +146,7 @@ def _attend(scores: np.ndarray, values: np.ndarray, mask, mask_desc: str):
     """softmax(scores) @ values over the last axis of ``scores``; fully masked rows -> 0."""
     if mask is not None:
         mask = _broadcast_mask(mask, scores.shape, mask_desc)
+        scores = np.broadcast_to(scores, mask.shape)
     weights = softmax(scores, axis=-1, mask=mask)
     return weights, weights @ values
 
@@ -335,8 +341,9 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     v : array_like, shape (..., S, d_v)
         Values, one per key.
     mask : array_like of bool, optional
-        Broadcastable to ``(..., T, S)``; True = query ``t`` may attend to key ``s``.
-        See :func:`causal_mask`, :func:`padding_mask`, :func:`combine_masks`.
+        Broadcastable to ``(..., T, S)``; True = query ``t`` may attend to key ``s``. It may
+        add leading dimensions (one mask per example for shared keys) but not change
+        ``(T, S)``. See :func:`causal_mask`, :func:`padding_mask`, :func:`combine_masks`.
 
     Returns
     -------
@@ -619,7 +626,9 @@ def _has_bias(params: dict) -> bool:
 def _check_params(params: dict) -> tuple:
     """Validate the kernel and bias shapes; return (N, H, Hv, D_out)."""
     if not isinstance(params, dict):
-        raise ValueError(f"`params` must be a dict with keys {list(PARAM_NAMES)}; got {type(params).__name__}.")
+        raise ValueError(
+            f"`params` must be a dict with keys {list(PARAM_NAMES)}; got {type(params).__name__}."
+        )
     missing = [name for name in _KERNELS if params.get(name) is None]
     if missing:
         raise ValueError(f"`params` lacks {missing}; expected keys {list(PARAM_NAMES)}.")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from .course import EXERCISES, LESSONS, setup_cell_source, title_cell_source
+from .course import EXERCISES, LESSONS, colab_badge, setup_cell_source, title_cell_source
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 _PLACEHOLDER = 'raise NotImplementedError("Write your solution here")'
@@ -101,3 +101,30 @@ def sync_headers(root: Path | str = ".") -> list[Path]:
             nbformat.write(nb, path)
             changed.append(path)
     return changed
+
+
+MAP_START, MAP_END = "<!-- course-map:start -->", "<!-- course-map:end -->"
+
+
+def course_map() -> str:
+    """The README's course map: one row per lesson and per exercise, each with its Colab badge."""
+    lessons = "\n".join(f"| {stem[:2]} | [{title}](notebooks/{stem}.ipynb) | {colab_badge(f'notebooks/{stem}.ipynb')} |"
+                        for stem, title in LESSONS)
+    exercises = "\n".join(
+        f"| {stem[:4]} | [{title}](exercises/{stem}.ipynb) · [solutions](solutions/{stem}.ipynb) | {covers} | "
+        f"{colab_badge(f'exercises/{stem}.ipynb')} |" for stem, title, covers in EXERCISES)
+    return (f"{MAP_START}\n| # | lesson | open |\n|---|---|---|\n{lessons}\n\n"
+            f"| ex | exercise | after lessons | open |\n|---|---|---|---|\n{exercises}\n{MAP_END}")
+
+
+def sync_readme(root: Path | str = ".") -> bool:
+    """Rewrite the course map between the README's markers; True if it changed."""
+    path = Path(root) / "README.md"
+    text = path.read_text()
+    if MAP_START not in text or MAP_END not in text:
+        raise ValueError(f"{path} lacks the {MAP_START} … {MAP_END} markers")
+    head, rest = text.split(MAP_START, 1)
+    new = head + course_map() + rest.split(MAP_END, 1)[1]
+    if new != text:
+        path.write_text(new)
+    return new != text

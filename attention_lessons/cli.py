@@ -49,9 +49,11 @@ def _exercises(args) -> int:
 
 
 def _sync(args) -> int:
-    from .authoring import sync_headers
+    from .authoring import sync_headers, sync_readme
 
     changed = sync_headers(args.root)
+    if sync_readme(args.root):
+        changed.append(Path(args.root) / "README.md")
     print("\n".join(f"updated {p}" for p in changed) or "all headers up to date")
     return 0
 
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     e.add_argument("--root", default=".", help="repository root (default: .)")
     e.set_defaults(run=_exercises)
 
-    s = sub.add_parser("sync", help="rewrite every notebook's title/badge and setup cells")
+    s = sub.add_parser("sync", help="rewrite notebook title/badge and setup cells and the README course map")
     s.add_argument("--root", default=".")
     s.set_defaults(run=_sync)
 

@@ -17,12 +17,20 @@ LESSONS: list[tuple[str, str]] = [
     ("01_neurons_and_weighted_sums", "Neurons and weighted sums"),
     ("02_normalization_and_softmax", "Normalization and softmax"),
     ("03_softmax_weighting", "Softmax weighting"),
+    ("04_attention_pooling", "Attention pooling"),
+    ("05_scoring_functions", "Scoring functions"),
+    ("06_scaled_dot_product_attention", "Scaled dot-product attention"),
+    ("07_self_and_cross_attention", "Self- and cross-attention"),
+    ("08_multi_head_attention", "Multi-head attention"),
 ]
 
 #: (file stem, title, lessons covered) of each exercise.
 EXERCISES: list[tuple[str, str, str]] = [
     ("ex01_weighted_sums", "Weighted sums", "01"),
     ("ex02_softmax", "Softmax", "02–03"),
+    ("ex03_attention_pooling", "Attention pooling", "04"),
+    ("ex04_scaled_dot_product", "Scaled dot-product attention", "05–06"),
+    ("ex05_multi_head_numpy", "Multi-head attention in NumPy", "07–08"),
 ]
 
 

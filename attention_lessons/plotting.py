@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["plot_attention", "plot_weights", "plot_curves"]
+__all__ = ["plot_attention", "plot_heads", "plot_weights", "plot_curves"]
 
 
 def _axes(ax, figsize):
@@ -67,6 +67,31 @@ def plot_attention(weights, query_labels: Sequence[str] | None = None,
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="weight")
     return ax
+
+
+def plot_heads(weights, query_labels: Sequence[str] | None = None, key_labels: Sequence[str] | None = None,
+               title: str = "Attention weights per head", cmap: str = "viridis", annotate: bool = False,
+               ncols: int | None = None):
+    """One heatmap per head for weights of shape (heads, queries, keys); returns the figure.
+
+    All panels share one colour scale (0–1), so heads can be compared at a glance.
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 3:
+        raise ValueError(f"`weights` must have shape (heads, queries, keys); got shape {w.shape}.")
+    n = w.shape[0]
+    ncols = min(n, 4) if ncols is None else ncols
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1, 2.9 * nrows), squeeze=False)
+    for head, ax in enumerate(axes.flat):
+        if head >= n:
+            ax.axis("off")
+            continue
+        plot_attention(w[head], query_labels, key_labels, ax=ax, title=f"head {head}", cmap=cmap,
+                       annotate=annotate, colorbar=False)
+    fig.colorbar(axes.flat[0].images[0], ax=axes, fraction=0.03, pad=0.02, label="weight")
+    fig.suptitle(title)
+    return fig
 
 
 def plot_weights(weights, labels: Sequence[str] | None = None, ax=None,

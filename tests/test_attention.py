@@ -386,6 +386,16 @@ def test_sdpa_shape_errors_name_the_arguments(shapes, mask, match):
         A.scaled_dot_product_attention(q, k, v, mask)
 
 
+def test_sdpa_mask_may_add_batch_dims_to_shared_keys():
+    r = rng(24)
+    q, k, v = r.normal(size=(3, 4)), r.normal(size=(5, 4)), r.normal(size=(5, 2))
+    masks = np.stack([A.causal_mask(3, 5), np.ones((3, 5), bool)])          # (2, T, S)
+    out, w = A.scaled_dot_product_attention(q, k, v, masks)
+    assert out.shape == (2, 3, 2) and w.shape == (2, 3, 5)
+    for b in range(2):
+        np.testing.assert_allclose(out[b], naive_attention(q, k, v, masks[b])[0], atol=1e-12)
+
+
 def test_sdpa_accepts_0_1_integer_mask():
     r = rng(13)
     q, k, v = r.normal(size=(3, 4)), r.normal(size=(5, 4)), r.normal(size=(5, 2))

@@ -12,6 +12,7 @@ import pytest
 
 from attention_lessons.authoring import BEGIN, END
 from attention_lessons.grading import evaluate, exercise_ids, get_exercise
+from attention_lessons.course import EXERCISES
 from attention_lessons.grading.batch import GradeOptions, grade_many
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,20 @@ e = np.exp(z - z.max(axis=axis, keepdims=True))
 return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
 """
 
+def _region(stem, function):
+    """The solution region of the answer cell that defines ``function``, dedented."""
+    import textwrap
+    for cell in _solution(stem).cells:
+        if "answer" in cell.metadata.get("tags", []) and f"def {function}(" in cell.source:
+            return textwrap.dedent(cell.source.split(BEGIN)[1].split(END)[0].split("\n", 1)[1])
+    raise AssertionError(function)
+
+
+SDPA_BODY = _region("ex04_scaled_dot_product", "scaled_dot_product_attention")
+# "Scaled after the softmax": the scores are not scaled and the weights are divided instead.
+SDPA_SCALE_AFTER = "return weights / np.sqrt(q.shape[-1]) @ v, weights / np.sqrt(q.shape[-1])"
+MHA_BODY = _region("ex05_multi_head_numpy", "multi_head_attention")
+
 # (name, exercise, function, buggy body, question id, hint fragment): classic bugs as students write them.
 BUGGY = [
     ("wrong_axis", "ex02_softmax", "softmax", SOFTMAX_BODY.replace("axis=axis", "axis=0"), "ex02.q1", "normalise over axis 0"),
@@ -149,6 +164,40 @@ if gain < 0:
     raise ValueError("gain")
 return np.asarray(rates, float) + gain + shift
 """, "ex01.q3", "You add the gain"),
+    ("nw_query_axis", "ex03_attention_pooling", "nadaraya_watson", """
+q, k, v = (np.asarray(a, dtype=float) for a in (queries, keys, values))
+s = -(q[:, None] - k[None, :]) ** 2 / (2 * bandwidth**2)
+w = np.exp(s - s.max(axis=0, keepdims=True))
+w = w / w.sum(axis=0, keepdims=True)
+return w @ v, w
+""", "ex03.q1", "sum to 1 over the queries"),
+    ("additive_without_tanh", "ex04_scaled_dot_product", "additive_scores", """
+q, k = np.asarray(q, dtype=float), np.asarray(k, dtype=float)
+return ((q @ W_q)[..., :, None, :] + (k @ W_k)[..., None, :, :]) @ v
+""", "ex04.q1", "The tanh is missing"),
+] + [(name, "ex04_scaled_dot_product", "scaled_dot_product_attention",
+   SDPA_BODY.replace(old, new).replace("return weights @ v, weights", SDPA_SCALE_AFTER if name == "scaled_after_softmax"
+                                       else "return weights @ v, weights"), "ex04.q2", hint)
+     for name, old, new, hint in [
+         ("scaled_by_d", "np.sqrt(q.shape[-1])", "q.shape[-1]", "scale by √d"),
+         ("scaled_after_softmax", "/ np.sqrt(q.shape[-1])", "", "scale after the softmax"),  # + below
+         ("keys_not_transposed", "np.swapaxes(k, -1, -2)", "k", "keys are not transposed"),
+         ("mask_polarity", "np.broadcast_to(mask, scores.shape)", "np.broadcast_to(~np.asarray(mask), scores.shape)",
+          "polarity is inverted"),
+     ]] + [
+    ("causal_without_diagonal", "ex04_scaled_dot_product", "causal_mask",
+     "s = t if s is None else s\nreturn np.arange(s)[None, :] < np.arange(t)[:, None]", "ex04.q3", "diagonal is excluded"),
+    ("causal_transposed", "ex04_scaled_dot_product", "causal_mask",
+     "s = t if s is None else s\nreturn np.arange(s)[None, :] >= np.arange(t)[:, None]", "ex04.q3", "transposed"),
+    ("split_without_transpose", "ex05_multi_head_numpy", "split_heads",
+     "x = np.asarray(x)\nb, t, f = x.shape\nreturn x.reshape(b, num_heads, t, f // num_heads)", "ex05.q1",
+     "reshaped without the transpose"),
+    ("merge_without_transpose", "ex05_multi_head_numpy", "merge_heads",
+     "x = np.asarray(x)\nb, n, t, d = x.shape\nreturn x.reshape(b, t, n * d)", "ex05.q2", "merged without transposing back"),
+    ("one_projection_for_qkv", "ex05_multi_head_numpy", "multi_head_attention",
+     MHA_BODY.replace('p["key_kernel"]', 'p["query_kernel"]').replace('p["value_kernel"]', 'p["query_kernel"]')
+     .replace('p["key_bias"]', 'p["query_bias"]').replace('p["value_bias"]', 'p["query_bias"]'),
+     "ex05.q3", "ONE projection"),
 ]
 
 
@@ -182,11 +231,11 @@ def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
     listener = _Listener()
     ex02, ex01 = _solution("ex02_softmax"), _solution("ex01_weighted_sums")
-    subs = {
-        "solution_ex01": ex01,
-        "solution_ex02": ex02,
-        "untouched_ex01": nbformat.read(ROOT / "exercises" / "ex01_weighted_sums.ipynb", as_version=4),
-        "untouched_ex02": nbformat.read(ROOT / "exercises" / "ex02_softmax.ipynb", as_version=4),
+    subs = {}
+    for stem, _, _ in EXERCISES:
+        subs[f"solution_{stem[:4]}"] = _solution(stem)
+        subs[f"untouched_{stem[:4]}"] = nbformat.read(ROOT / "exercises" / f"{stem}.ipynb", as_version=4)
+    subs.update({
         "raises_early": _add_cell(ex02, "raise RuntimeError('a broken cell')"),
         "loops_forever": _add_cell(ex02, "while True:\n    pass"),
         "kills_kernel": _add_cell(ex02, "import os\nos._exit(3)"),
@@ -206,14 +255,12 @@ except OSError:
     pass
 {SOFTMAX_BODY}
 """),
-    }
-    for name, exercise, function, body, _, _ in BUGGY:
-        subs[name] = _with_answer(ex02 if exercise == "ex02_softmax" else ex01, function, body)
+    })
+    for name, stem, function, body, _, _ in BUGGY:
+        subs[name] = _with_answer(_solution(stem), function, body)
     paths = []
     for name, nb in subs.items():
-        suffix = "ex01" if "ex01" in name or any(b[0] == name and b[1].startswith("ex01") for b in BUGGY) else "ex02"
         path = folder / f"{name}.ipynb"
-        nb.metadata["attention_lessons"] = {"exercise": suffix}
         nbformat.write(nb, path)
         paths.append(path)
     (folder / "not_a_notebook.ipynb").write_text("{ this is not json")
@@ -229,18 +276,18 @@ def _feedback(row, qid):
 
 def test_every_submission_gets_exactly_one_row(graded):
     rows, _ = graded
-    assert len(rows) == 12 + len(BUGGY)
+    assert len(rows) == 2 * len(EXERCISES) + 8 + len(BUGGY)
     assert "not_a_notebook" in rows and all(r["status"] for r in rows.values())
 
 
-@pytest.mark.parametrize("exercise", ["ex01", "ex02"])
+@pytest.mark.parametrize("exercise", exercise_ids())
 def test_solutions_score_full_marks(graded, exercise):
     row = graded[0][f"solution_{exercise}"]
     assert row["status"] == "ok", row["message"]
     assert row["score"] == row["max_score"] == get_exercise(exercise).points
 
 
-@pytest.mark.parametrize("exercise", ["ex01", "ex02"])
+@pytest.mark.parametrize("exercise", exercise_ids())
 def test_untouched_exercises_run_and_score_zero(graded, exercise):
     row = graded[0][f"untouched_{exercise}"]
     assert row["status"] == "ok", row["message"]

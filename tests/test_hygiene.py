@@ -122,6 +122,11 @@ def test_no_absolute_paths(path):
     assert not ABSOLUTE.search(text), ABSOLUTE.search(text)
 
 
+def test_readme_course_map_is_current():
+    from attention_lessons.authoring import course_map
+    assert course_map() in (ROOT / "README.md").read_text(), "README course map is stale: run `attention-lessons sync`"
+
+
 def test_readme_course_map_has_a_colab_badge_for_every_notebook():
     readme = (ROOT / "README.md").read_text()
     for path in LESSON_FILES + EXERCISE_FILES:

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from attention_lessons.plotting import plot_attention, plot_curves, plot_weights
+from attention_lessons.plotting import plot_attention, plot_curves, plot_heads, plot_weights
 from attention_lessons.softmax import softmax
 from attention_lessons.widgets import temperature_explorer
 
@@ -55,3 +55,12 @@ def test_weights_and_curves_plots_are_labelled():
     assert len(ax.get_lines()) == 2 and ax.get_legend() is not None
     with pytest.raises(ValueError, match="shape"):
         plot_curves([1, 2], {"bad": [1, 2, 3]})
+
+
+def test_plot_heads_draws_one_labelled_panel_per_head():
+    fig = plot_heads(np.full((3, 2, 4), 0.25), ["a", "b"], ["w", "x", "y", "z"])
+    titled = [ax for ax in fig.axes if ax.get_title().startswith("head")]
+    assert [ax.get_title() for ax in titled] == ["head 0", "head 1", "head 2"]
+    assert [t.get_text() for t in titled[2].get_xticklabels()] == ["w", "x", "y", "z"]
+    with pytest.raises(ValueError, match="heads, queries, keys"):
+        plot_heads(np.eye(3))

@@ -23,7 +23,7 @@ __all__ = ["check", "summary", "evaluate", "get_exercise", "exercise_ids", "Bug"
            "QuestionResult", "CheckResult"]
 
 #: Exercise id → module holding its ``EXERCISE`` spec, in course order.
-_MODULES = {"ex01": "ex01", "ex02": "ex02"}
+_MODULES = {"ex01": "ex01", "ex02": "ex02", "ex03": "ex03", "ex04": "ex04", "ex05": "ex05"}
 
 #: Seed of the in-notebook checks; the batch grader uses a different one.
 NOTEBOOK_SEED = 0
@@ -79,5 +79,5 @@ def summary(exercise_id: str) -> None:
         result = evaluate(question.id)
         total += result.earned
         mark = "✅" if result.earned == result.points else "❌"
-        print(f"  {mark} {question.id} {question.function:<24} {result.earned:g}/{result.points:g}")
+        print(f"  {mark} {question.id} {question.function:<30} {result.earned:g}/{result.points:g}")
     print(f"  Total: {total:g}/{exercise.points:g}")
