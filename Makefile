@@ -21,8 +21,10 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
 		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(LAB_ARGS)
 
-## test: set everything up and run the whole test suite (package, notebooks via nbval, grading, hygiene)
+## test: set everything up and run the whole test suite (package, notebooks via nbval, grading,
+## the course in a real browser, hygiene)
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest
 
 ## exercises: regenerate exercises/ from solutions/

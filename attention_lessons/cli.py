@@ -58,6 +58,19 @@ def _sync(args) -> int:
     return 0
 
 
+def _links(args) -> int:
+    from .course import EXERCISES, LESSONS, colab_url, nbgitpuller_url
+
+    paths = []
+    if args.what in ("lessons", "all"):
+        paths += [f"notebooks/{stem}.ipynb" for stem, _ in LESSONS]
+    if args.what in ("exercises", "all"):
+        paths += [f"exercises/{stem}.ipynb" for stem, _, _ in EXERCISES]
+    for path in paths:
+        print(f"{path}\t{nbgitpuller_url(args.hub, path) if args.hub else colab_url(path)}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="attention-lessons", description="The attention course's helper command.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,12 +95,21 @@ def main(argv=None) -> int:
     e.add_argument("--root", default=".", help="repository root (default: .)")
     e.set_defaults(run=_exercises)
 
+    links = sub.add_parser("links", help="print one link per notebook (JupyterHub via nbgitpuller, or Colab)")
+    links.add_argument("--hub", help="JupyterHub URL, e.g. https://hub.example.edu (default: Colab links)")
+    links.add_argument("--what", choices=["lessons", "exercises", "all"], default="all")
+    links.set_defaults(run=_links)
+
     s = sub.add_parser("sync", help="rewrite notebook title/badge and setup cells and the README course map")
     s.add_argument("--root", default=".")
     s.set_defaults(run=_sync)
 
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ValueError as exc:  # bad input: one clear line, not a traceback
+        print(f"attention-lessons {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ EXERCISES: list[tuple[str, str, str]] = [
     ("ex03_attention_pooling", "Attention pooling", "04"),
     ("ex04_scaled_dot_product", "Scaled dot-product attention", "05–06"),
     ("ex05_multi_head_numpy", "Multi-head attention in NumPy", "07–08"),
+    ("ex06_keras_layer", "A Keras multi-head attention layer", "09–10"),
 ]
 
 
@@ -43,6 +44,20 @@ def colab_url(path: str) -> str:
 def colab_badge(path: str) -> str:
     """Markdown for the "Open in Colab" badge of ``path``."""
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path)})"
+
+
+def nbgitpuller_url(hub: str, path: str) -> str:
+    """A JupyterHub link that clones (or updates) the course for the student and opens ``path``.
+
+    Uses nbgitpuller's ``git-pull`` endpoint, which the hub must have installed.
+    """
+    from urllib.parse import quote, urlencode
+
+    if not hub.startswith(("http://", "https://")):
+        raise ValueError(f"`hub` must be an http(s) URL of a JupyterHub; got {hub!r}.")
+    folder = REPOSITORY.rstrip("/").rsplit("/", 1)[-1]
+    query = urlencode({"repo": REPOSITORY, "branch": BRANCH, "urlpath": f"lab/tree/{folder}/{path}"}, quote_via=quote)
+    return f"{hub.rstrip('/')}/hub/user-redirect/git-pull?{query}"
 
 
 def pip_requirement() -> str:

@@ -65,3 +65,26 @@ def test_exercises_command_regenerates_identical_files(tmp_path):
     assert done.returncode == 0, done.stderr
     for p in (ROOT / "exercises").glob("*.ipynb"):
         assert nbformat.read(tmp_path / "exercises" / p.name, 4) == nbformat.read(p, 4)
+
+
+def test_links_command_prints_one_nbgitpuller_link_per_notebook():
+    from urllib.parse import parse_qs, urlparse
+
+    from attention_lessons.course import EXERCISES, LESSONS, REPOSITORY
+    done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "links", "--hub", "https://hub.example.edu/"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(LESSONS) + len(EXERCISES)
+    path, url = lines[0].split("\t")
+    assert path == "notebooks/00_start_here.ipynb"
+    parsed = urlparse(url)
+    assert url.startswith("https://hub.example.edu/hub/user-redirect/git-pull?")
+    query = parse_qs(parsed.query)
+    assert query["repo"] == [REPOSITORY] and query["urlpath"][0].endswith("/notebooks/00_start_here.ipynb")
+
+
+def test_links_command_rejects_a_hub_that_is_not_a_url():
+    done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "links", "--hub", "hub.example.edu"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "http(s) URL" in done.stderr

@@ -25,7 +25,9 @@ ALL_BUGS = [(ex, q, c, b) for ex in exercise_ids() for q in get_exercise(ex).que
 @pytest.mark.parametrize("exercise, question, check, bug", ALL_BUGS,
                          ids=[f"{q.id}:{b.fn.__name__}:{c.name[:25]}" for _, q, c, b in ALL_BUGS])
 def test_every_catalogued_bug_fails_its_check_with_its_hint(exercise, question, check, bug):
-    result = evaluate(question.id, **{question.function: bug.fn})
+    # A driver question exercises an object (a layer class): hand over the buggy object itself.
+    student = bug.fn.target() if question.driver else bug.fn
+    result = evaluate(question.id, **{question.function: student})
     outcome = next(r for r in result.checks if r.name == check.name)
     assert not outcome.passed and outcome.earned == 0
     assert outcome.hint == bug.hint
@@ -34,6 +36,8 @@ def test_every_catalogued_bug_fails_its_check_with_its_hint(exercise, question, 
 @pytest.mark.parametrize("exercise_id", exercise_ids())
 def test_reference_implementations_score_full_marks(exercise_id):
     for q in get_exercise(exercise_id).questions:
+        if q.driver:  # the reference is the library's own layer, which the checks refuse; see ex06 tests
+            continue
         result = evaluate(q.id, **{q.function: q.reference})
         assert result.earned == result.points, result.report()
 
@@ -201,6 +205,37 @@ return ((q @ W_q)[..., :, None, :] + (k @ W_k)[..., None, :, :]) @ v
 ]
 
 
+def _replace_in_answer(nb, edits):
+    """Copy of ``nb`` with each (old, new) edit applied to its answer cell; every ``old`` must occur."""
+    nb = copy.deepcopy(nb)
+    cell = next(c for c in nb.cells if "answer" in c.metadata.get("tags", []))
+    for old, new in edits:
+        assert old in cell.source, f"{old!r} not found in the answer cell"
+        cell.source = cell.source.replace(old, new)
+    return nb
+
+
+# Classic bugs of the Keras layer (ex06), as edits of the solution: (name, edits, question, hint fragment).
+LAYER_BUGS = [
+    ("layer_swapped_einsum_axes", [('"btnh,bsnh->bnts"', '"btnh,bsnh->bnst"')], "ex06.q1", "einsum axes are swapped"),
+    ("layer_scaled_by_d_model", [("math.sqrt(self.key_dim)", "math.sqrt(query.shape[-1])")], "ex06.q1", "not √d_model"),
+    ("layer_without_output_projection",
+     [('output = ops.einsum("btnh,nhd->btd", context, self.output_kernel) + self.output_bias',
+       "output = ops.reshape(context, (-1, t, self.num_heads * self.value_dim))")], "ex06.q1", "output projection is missing"),
+    ("layer_mask_inverted", [('mask = ops.cast(attention_mask, "bool")', 'mask = ops.logical_not(ops.cast(attention_mask, "bool"))')],
+     "ex06.q2", "polarity is inverted"),
+    ("layer_shared_initializer",
+     [("        def weight(shape, init):", "        shared = keras.initializers.GlorotUniform()\n\n        def weight(shape, init):"),
+      ("initializer=keras.initializers.get(init))", 'initializer=shared if init == "glorot_uniform" else init)')],
+     "ex06.q3", "start identical"),
+    ("layer_float16_softmax", [('logits = ops.cast(ops.einsum("btnh,bsnh->bnts", q, k), "float32")',
+                                'logits = ops.einsum("btnh,bsnh->bnts", q, k)'),
+                               ("logits = ops.where(mask, logits, -1e9)",
+                                "logits = ops.where(mask, logits, ops.cast(-1e9, logits.dtype))"),
+                               ("weights = ops.where(mask, weights, 0.0)", "pass")], "ex06.q4", "softmax runs in float16"),
+]
+
+
 class _Listener:
     """A TCP server on loopback that records whether anyone connected."""
 
@@ -258,6 +293,8 @@ except OSError:
     })
     for name, stem, function, body, _, _ in BUGGY:
         subs[name] = _with_answer(_solution(stem), function, body)
+    for name, edits, _, _ in LAYER_BUGS:
+        subs[name] = _replace_in_answer(_solution("ex06_keras_layer"), edits)
     paths = []
     for name, nb in subs.items():
         path = folder / f"{name}.ipynb"
@@ -265,7 +302,11 @@ except OSError:
         paths.append(path)
     (folder / "not_a_notebook.ipynb").write_text("{ this is not json")
     paths.append(folder / "not_a_notebook.ipynb")
-    rows = grade_many(paths, GradeOptions(cell_timeout=8, call_timeout=3, memory_mb=4096), jobs=2)
+    # Keras submissions import TensorFlow (seconds on a loaded 2-core machine): a longer cell limit for them.
+    keras_paths = [p for p in paths if "ex06" in p.stem or p.stem.startswith("layer_")]
+    rows = grade_many([p for p in paths if p not in keras_paths],
+                      GradeOptions(cell_timeout=8, call_timeout=3, memory_mb=4096), jobs=2)
+    rows += grade_many(keras_paths, GradeOptions(cell_timeout=120, call_timeout=60), jobs=2)
     listener.stop = True
     return {Path(r["file"]).stem: r for r in rows}, listener
 
@@ -276,7 +317,7 @@ def _feedback(row, qid):
 
 def test_every_submission_gets_exactly_one_row(graded):
     rows, _ = graded
-    assert len(rows) == 2 * len(EXERCISES) + 8 + len(BUGGY)
+    assert len(rows) == 2 * len(EXERCISES) + 8 + len(BUGGY) + len(LAYER_BUGS)
     assert "not_a_notebook" in rows and all(r["status"] for r in rows.values())
 
 
@@ -349,3 +390,23 @@ def test_network_is_cut_off_for_the_submission(graded):
     row = rows["uses_network"]
     assert not listener.connected, f"the submission reached a local server (sandbox: {row['sandbox']})"
     assert _feedback(row, "ex02.q1")["earned"] == _feedback(row, "ex02.q1")["points"]
+
+
+@pytest.mark.parametrize("name, qid, fragment", [(b[0], b[2], b[3]) for b in LAYER_BUGS], ids=[b[0] for b in LAYER_BUGS])
+def test_classic_bug_in_a_keras_layer_submission_gets_its_hint(graded, name, qid, fragment):
+    feedback = _feedback(graded[0][name], qid)
+    assert feedback["earned"] < feedback["points"]
+    hints = [c["hint"] for c in feedback["checks"] if not c["passed"]]
+    assert any(fragment in h for h in hints), hints
+
+
+def test_subclassing_the_keras_layer_is_not_accepted(tmp_path):
+    nb = _solution("ex06_keras_layer")
+    for cell in nb.cells:
+        if "answer" in cell.metadata.get("tags", []):
+            cell.source = "class MyMultiHeadAttention(keras.layers.MultiHeadAttention):\n    pass"
+    path = tmp_path / "wrapper_ex06.ipynb"
+    nbformat.write(nb, path)
+    row = grade_many([path], GradeOptions(cell_timeout=120, call_timeout=60))[0]
+    assert row["score"] == 0
+    assert "subclasses keras.layers.MultiHeadAttention" in _feedback(row, "ex06.q1")["checks"][0]["detail"]

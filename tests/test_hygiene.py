@@ -71,7 +71,7 @@ def test_no_solution_text_leaks_into_the_exercise(path):
 
 @pytest.mark.parametrize("path", SOLUTION_FILES, ids=rel)
 def test_each_answer_cell_has_a_check_cell_after_it(path):
-    cells = read(path).cells
+    cells = [c for c in read(path).cells if c.cell_type == "code"]
     for i, cell in enumerate(cells):
         if "answer" in cell.metadata.get("tags", []):
             assert BEGIN in cell.source and END in cell.source

@@ -23,7 +23,7 @@ __all__ = ["check", "summary", "evaluate", "get_exercise", "exercise_ids", "Bug"
            "QuestionResult", "CheckResult"]
 
 #: Exercise id → module holding its ``EXERCISE`` spec, in course order.
-_MODULES = {"ex01": "ex01", "ex02": "ex02", "ex03": "ex03", "ex04": "ex04", "ex05": "ex05"}
+_MODULES = {"ex01": "ex01", "ex02": "ex02", "ex03": "ex03", "ex04": "ex04", "ex05": "ex05", "ex06": "ex06"}
 
 #: Seed of the in-notebook checks; the batch grader uses a different one.
 NOTEBOOK_SEED = 0
@@ -56,9 +56,15 @@ def evaluate(question_id: str, namespace: dict | None = None, seed: int = NOTEBO
     payload, arrays = encode_calls([(question, cases)])
     for call in payload["calls"]:
         call["own_code"] = not explicit
-    records, outputs = run_calls(ns, payload["calls"], arrays, timeout)
-    outcomes = split_outcomes([(question, cases)], outcomes_from_records(records, outputs))[0]
-    return judge(question, cases, outcomes)
+    from ..device import _quiet_native_stderr
+    from .drivers import DRIVERS
+
+    # TensorFlow's C++ warnings (e.g. about float16 kernels) would otherwise land in
+    # random cells; Python-level output of the student's code is unaffected.
+    with _quiet_native_stderr():
+        records, outputs = run_calls(ns, payload["calls"], arrays, timeout, DRIVERS)
+        outcomes = split_outcomes([(question, cases)], outcomes_from_records(records, outputs))[0]
+        return judge(question, cases, outcomes)
 
 
 def check(question_id: str, **functions) -> None:

@@ -17,6 +17,7 @@ A submission that raises, loops or kills its kernel still gets a row.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import tempfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
-from . import harvest
+from . import drivers, harvest
 from .spec import encode_calls, build_cases, judge, outcomes_from_records, split_outcomes
 
 #: Modules a submission may not import while being graded: they hold the answers.
@@ -75,7 +76,9 @@ HARVEST = r'''
 # --- grader harvest (not part of the submission) ---
 _al_h = {{"__name__": "_al_harvest"}}
 exec(compile({source!r}, "harvest", "exec"), _al_h)
-_al_h["harvest_to_files"](globals(), {payload_json!r}, {payload_npz!r}, {out_json!r}, {out_npz!r}, {call_timeout!r})
+exec(compile({drivers!r}, "drivers", "exec"), _al_h)
+_al_h["harvest_to_files"](globals(), {payload_json!r}, {payload_npz!r}, {out_json!r}, {out_npz!r}, {call_timeout!r},
+                          _al_h["DRIVERS"])
 '''
 
 
@@ -147,7 +150,7 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
         run.cells += [nbformat.v4.new_code_cell(c.source) for c in nb.cells
                       if c.get("cell_type") == "code" and not _is_check_cell(c)]
         run.cells.append(nbformat.v4.new_code_cell(HARVEST.format(
-            source=Path(harvest.__file__).read_text(), payload_json=files["payload.json"],
+            source=Path(harvest.__file__).read_text(), drivers=Path(drivers.__file__).read_text(), payload_json=files["payload.json"],
             payload_npz=files["payload.npz"], out_json=files["out.json"], out_npz=files["out.npz"],
             call_timeout=options.call_timeout)))
         status, message = _execute(run, work, options)
@@ -219,7 +222,9 @@ def grade_many(paths, options: GradeOptions | None = None, jobs: int = 1) -> lis
     paths = [Path(p) for p in paths]
     if jobs <= 1 or len(paths) <= 1:
         return [_safe_grade(p, options) for p in paths]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # "spawn", not fork: forking a process that has loaded TensorFlow (whose threads hold
+    # locks) can deadlock the child.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_safe_grade, paths, [options] * len(paths)))
 
 

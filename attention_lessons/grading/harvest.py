@@ -24,6 +24,10 @@ class CallTimeout(Exception):
     """A student's function ran past its time limit."""
 
 
+class ForeignCode(Exception):
+    """A driver found that the student's object is (a thin wrapper of) a library's."""
+
+
 def decode(value, arrays):
     """Turn a JSON-encoded argument back into Python/NumPy objects (always fresh copies)."""
     if isinstance(value, dict) and "__array__" in value:
@@ -69,8 +73,12 @@ def _disarm(previous):
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_calls(namespace, calls, arrays, timeout=10.0):
+def run_calls(namespace, calls, arrays, timeout=10.0, drivers=None):
     """Run each call against ``namespace`` and return ``(records, outputs)``.
+
+    A call may name a ``driver``: a trusted function from ``drivers`` that receives the
+    student's object (e.g. a layer class) first and exercises it; otherwise the student's
+    function is called directly.
 
     ``records[i]`` is a dict with ``status`` ("ok", "error", "missing", "timeout",
     "foreign"), ``error`` text, ``tuple`` and ``n`` (number of outputs); ``outputs[i]`` is the
@@ -93,12 +101,17 @@ def run_calls(namespace, calls, arrays, timeout=10.0):
             try:
                 args = decode(call.get("args", []), arrays)
                 kwargs = decode(call.get("kwargs", {}), arrays)
+                if call.get("driver"):
+                    args = [fn] + list(args)
+                    fn = (drivers or {})[call["driver"]]
                 with np.errstate(all="ignore"):
                     value = fn(*args, **kwargs)
                 result_arrays, is_tuple = _as_outputs(value)
                 record.update(tuple=is_tuple, n=len(result_arrays))
             except CallTimeout as exc:
                 record.update(status="timeout", error=str(exc))
+            except ForeignCode as exc:
+                record.update(status="foreign", error=str(exc))
             except NotImplementedError:
                 record.update(status="error", error="NotImplementedError: not implemented yet")
             except BaseException as exc:  # noqa: BLE001 - student code may raise anything
@@ -114,13 +127,13 @@ def run_calls(namespace, calls, arrays, timeout=10.0):
     return records, outputs
 
 
-def harvest_to_files(namespace, payload_json, payload_npz, out_json, out_npz, timeout=10.0):
+def harvest_to_files(namespace, payload_json, payload_npz, out_json, out_npz, timeout=10.0, drivers=None):
     """Batch entry point (runs inside the student's kernel): files in, files out."""
     with open(payload_json) as f:
         calls = json.load(f)["calls"]
     with np.load(payload_npz, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    records, outputs = run_calls(namespace, calls, arrays, timeout)
+    records, outputs = run_calls(namespace, calls, arrays, timeout, drivers)
     flat = {f"r{i}_{j}": a for i, arrays_i in enumerate(outputs) for j, a in enumerate(arrays_i)}
     np.savez(out_npz, **flat)
     with open(out_json, "w") as f:

@@ -54,11 +54,19 @@ class Check:
 
 @dataclass
 class Question:
+    """One thing the student defines (``function``: a function or class name).
+
+    With ``driver`` set (a name in :data:`drivers.DRIVERS`), the student's object is not
+    called directly: the driver exercises it, and ``reference`` and every bug are the same
+    driver already bound to the reference object or a buggy one.
+    """
+
     id: str
     function: str
     title: str
     reference: Callable
     checks: Sequence[Check]
+    driver: str | None = None
 
     @property
     def points(self) -> float:
@@ -71,6 +79,7 @@ class Exercise:
     notebook: str
     title: str
     questions: Sequence[Question]
+    memory_mb: int = 0   # address-space limit of the grading kernel, if more than the default
 
     @property
     def points(self) -> float:
@@ -217,7 +226,7 @@ def _status_text(o: Outcome) -> str:
     if o.status == "error" and o.error.startswith("NotImplementedError"):
         return "is not implemented yet (it raises NotImplementedError)"
     return {"missing": "is missing", "timeout": "did not finish in time (an infinite loop?)",
-            "foreign": "is not your own code"}.get(o.status, f"raised {o.error}")
+            "foreign": f"is not your own code: {o.error}"}.get(o.status, f"raised {o.error}")
 
 
 def judge(question: Question, cases: list[list[Case]], outcomes: list[list[Outcome]]) -> QuestionResult:
@@ -237,7 +246,7 @@ def _judge_check(question: Question, check: Check, cases: list[Case], outcomes: 
         if o.status in ("missing", "timeout", "foreign"):
             hint = {"missing": f"Define `{question.function}` in the answer cell and run that cell.",
                     "timeout": "Look for a loop that never ends; each call has a time limit.",
-                    "foreign": f"Write `{question.function}` yourself instead of importing a library's."}[o.status]
+                    "foreign": f"Write `{question.function}` yourself instead of using a library's."}[o.status]
             return result(False, hint, f"`{question.function}` {_status_text(o)}.")
         if o.status == "error" and o.error.startswith("NotImplementedError"):
             return result(False, f"Replace `raise NotImplementedError` in `{question.function}` with your code.",
@@ -262,7 +271,8 @@ def _judge_check(question: Question, check: Check, cases: list[Case], outcomes: 
         bug_outcomes = [_call(bug.fn, case) for case in cases]
         # A bug is recognised when it explains every case: where the bug is harmless it
         # agrees with the reference, and where it is not it agrees with the student.
-        if all(_close(o, b, 1e-4, 1e-6, check.dtype) for o, b in zip(outcomes, bug_outcomes)):
+        rtol, atol = max(check.rtol, 1e-4), max(check.atol, 1e-6)
+        if all(_close(o, b, rtol, atol, check.dtype) for o, b in zip(outcomes, bug_outcomes)):
             return result(False, bug.hint, detail)
     return result(False, check.hint, detail)
 
@@ -299,7 +309,8 @@ def encode_calls(question_cases: list[tuple[Question, list[list[Case]]]]) -> tup
     for question, cases in question_cases:
         for check_cases in cases:
             for case in check_cases:
-                calls.append({"function": question.function, "args": [enc(a) for a in case.args],
+                calls.append({"function": question.function, "driver": question.driver,
+                              "args": [enc(a) for a in case.args],
                               "kwargs": {k: enc(v) for k, v in case.kwargs.items()}})
     return {"calls": calls}, arrays
 

@@ -1,0 +1,80 @@
+"""Trusted code that exercises a student's *object* (not a plain function) on given inputs.
+
+Like :mod:`harvest`, this file is standalone: the batch grader executes its source inside
+the student's kernel, next to the harvest code. A driver receives the student's object
+first (e.g. their layer class) and returns plain NumPy arrays; the grader calls the same
+driver with the reference object (e.g. ``keras.layers.MultiHeadAttention``) in its own
+process and compares the two.
+"""
+
+import numpy as np
+
+try:
+    from .harvest import ForeignCode
+except ImportError:  # shipped into a kernel: harvest's source was executed in this namespace
+    pass
+
+
+def _keras():
+    import os
+    import sys
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        # TensorFlow's C++ start-up logs go to fd 2; keep them out of the notebook.
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    import keras
+
+    return keras
+
+
+def _refuse_keras_subclass(cls, keras):
+    if isinstance(cls, type) and cls is not keras.layers.MultiHeadAttention \
+            and issubclass(cls, keras.layers.MultiHeadAttention):
+        raise ForeignCode("it subclasses keras.layers.MultiHeadAttention instead of implementing the layer")
+
+
+def mha_forward(cls, config, query, value, key=None, weights=None, attention_mask=None, use_causal_mask=False,
+                training=False):
+    """Build ``cls(**config)``, load ``weights`` (Keras order), return (output, scores) as float32 arrays."""
+    keras = _keras()
+    _refuse_keras_subclass(cls, keras)
+    policy = config.get("dtype")
+    try:
+        layer = cls(**config)
+        kwargs = {} if key is None else {"key": key}
+        layer(query, value, **kwargs)  # build
+        if weights is not None:
+            layer.set_weights([np.asarray(w) for w in weights])
+        out, scores = layer(query, value, attention_mask=attention_mask, use_causal_mask=use_causal_mask,
+                            return_attention_scores=True, training=training, **kwargs)
+    finally:
+        if policy:
+            keras.config.set_dtype_policy("float32")
+    return np.asarray(out, dtype=np.float32), np.asarray(scores, dtype=np.float32)
+
+
+def mha_initial_kernels_distinct(cls, config, query, seed=0):
+    """1.0 when a freshly built layer's query, key and value kernels all differ, else 0.0."""
+    keras = _keras()
+    _refuse_keras_subclass(cls, keras)
+    keras.utils.set_random_seed(int(seed))
+    layer = cls(**config)
+    layer(query, query)
+    kernels = [np.asarray(w) for w in layer.get_weights() if np.ndim(w) == 3][:3]
+    if len(kernels) < 3:
+        return np.array(0.0)
+    q, k, v = kernels
+    distinct = not (np.array_equal(q, k) or np.array_equal(q, v) or (k.shape == v.shape and np.array_equal(k, v)))
+    return np.array(1.0 if distinct else 0.0)
+
+
+DRIVERS = {"mha_forward": mha_forward, "mha_initial_kernels_distinct": mha_initial_kernels_distinct}
