@@ -52,6 +52,7 @@ def make_exercise(solution) -> nbformat.NotebookNode:
             raise ValueError(f"cell {index} has a solution region but no `answer` tag")
         cell.outputs = []
         cell.execution_count = None
+        cell.metadata.pop("execution", None)  # run timestamps of the solution: noise for students
     nb.metadata.pop("widgets", None)
     return nb
 
