@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LAB_ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: install lab test exercises grade notebooks lock clean
+.PHONY: install lab test bench exercises grade notebooks lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lab: $(STAMP)
 test: $(STAMP)
 	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest
+
+## bench: performance benchmarks; results are written to benchmarks/*.md (commit them)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_mha.py
+	$(BIN)/python benchmarks/grading_throughput.py
 
 ## exercises: regenerate exercises/ from solutions/
 exercises: $(STAMP)
