@@ -22,6 +22,8 @@ LESSONS: list[tuple[str, str]] = [
     ("06_scaled_dot_product_attention", "Scaled dot-product attention"),
     ("07_self_and_cross_attention", "Self- and cross-attention"),
     ("08_multi_head_attention", "Multi-head attention"),
+    ("09_keras_multi_head_layer", "The Keras multi-head attention layer"),
+    ("10_attention_on_gpu", "Attention on GPU"),
 ]
 
 #: (file stem, title, lessons covered) of each exercise.

@@ -82,14 +82,16 @@ def plot_heads(weights, query_labels: Sequence[str] | None = None, key_labels: S
     n = w.shape[0]
     ncols = min(n, 4) if ncols is None else ncols
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1, 2.9 * nrows), squeeze=False)
+    # Constrained layout leaves room for the suptitle, panel titles and the shared colour bar.
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 1, 2.9 * nrows + 0.4), squeeze=False,
+                             layout="constrained")
     for head, ax in enumerate(axes.flat):
         if head >= n:
             ax.axis("off")
             continue
         plot_attention(w[head], query_labels, key_labels, ax=ax, title=f"head {head}", cmap=cmap,
                        annotate=annotate, colorbar=False)
-    fig.colorbar(axes.flat[0].images[0], ax=axes, fraction=0.03, pad=0.02, label="weight")
+    fig.colorbar(axes.flat[0].images[0], ax=axes, shrink=0.8, label="weight")
     fig.suptitle(title)
     return fig
 
