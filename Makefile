@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LAB_ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: install lab test bench exercises grade notebooks lock clean
+.PHONY: install lab test colab bench exercises grade notebooks lock clean
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lab: $(STAMP)
 test: $(STAMP)
 	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest
+	$(BIN)/python scripts/colab_stack.py
+
+## colab: only the Colab-like stack test (Python 3.13 with Colab's TensorFlow, Keras, ipykernel, ipywidgets)
+colab:
+	$(PYTHON) scripts/colab_stack.py
 
 ## bench: performance benchmarks; results are written to benchmarks/*.md (commit them)
 bench: $(STAMP)
@@ -54,4 +59,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-colab build dist *.egg-info

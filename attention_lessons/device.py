@@ -30,6 +30,7 @@ class DoctorReport:
     versions: dict[str, str | None] = field(default_factory=dict)
     gpus: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # worth knowing, but nothing is wrong
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,7 @@ class DoctorReport:
         for name, version in self.versions.items():
             lines.append(f"{name:<13} {version or 'not installed'}")
         lines.append(f"GPUs          {', '.join(self.gpus) if self.gpus else 'none (CPU only; every lesson runs on CPU)'}")
+        lines += [f"• {n}" for n in self.notes]
         if self.problems:
             lines.append("")
             lines += [f"✗ {p}" for p in self.problems]
@@ -134,7 +136,7 @@ def doctor(verbose: bool = True) -> DoctorReport:
         "ipywidgets": _version("ipywidgets"),
     }
     install = ("run the setup cell at the top of the notebook" if colab
-               else "run `make lab` from the course folder (or `pip install -e .`)")
+               else "run `make lab` from the course folder (or `pip install \"attention-lessons[tensorflow]\"`)")
     low, high = SUPPORTED_PYTHON
     if not low <= sys.version_info[:2] <= high:
         report.problems.append(
@@ -156,7 +158,7 @@ def doctor(verbose: bool = True) -> DoctorReport:
         tf = import_tensorflow()
         report.gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
         if colab and not report.gpus:
-            report.problems.append(
+            report.notes.append(
                 "No GPU in this Colab session (fine for every lesson; for lesson 10's GPU part "
                 "choose Runtime → Change runtime type → GPU)."
             )

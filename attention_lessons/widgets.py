@@ -112,7 +112,10 @@ class TemperatureExplorer:
         return f"TemperatureExplorer(T={self.temperature:.2f}, weights=[{weights}])"
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
+        # The widget-view entry, written out because ipywidgets 7 (still on Colab) has no
+        # _repr_mimebundle_; version 2.0 is the view format both 7 and 8 front ends read.
+        bundle = {"application/vnd.jupyter.widget-view+json": {
+            "version_major": 2, "version_minor": 0, "model_id": self.widget.model_id}}
         # The static figure is what GitHub, nbviewer and a frontend without ipywidgets show.
         bundle["image/png"] = _png(self.figure(self.static_temperatures))
         bundle["text/plain"] = repr(self)

@@ -45,7 +45,8 @@ def test_environment_yml_lists_the_same_runtime_dependencies_as_pyproject():
 
 
 def test_environment_yml_has_nothing_pyproject_does_not_know():
-    known = {_name(r) for r in pyproject()["dependencies"]} | {_name(r) for r in pyproject()["optional-dependencies"]["lab"]}
+    extras = pyproject()["optional-dependencies"]
+    known = {_name(r) for r in pyproject()["dependencies"]} | {_name(r) for r in extras["lab"] + extras["tensorflow"]}
     extra = set(conda_requirements()) - known - {"python", "pip"}
     assert not extra, f"environment.yml lists {extra}, which pyproject.toml does not"
 
@@ -53,6 +54,15 @@ def test_environment_yml_has_nothing_pyproject_does_not_know():
 def test_no_upper_pins_so_colab_keeps_its_tensorflow():
     for req in pyproject()["dependencies"]:
         assert "<" not in req and "==" not in req, req
+
+
+def test_tensorflow_is_not_a_hard_dependency_but_make_installs_it():
+    # Naming `tensorflow` would make pip add a second TensorFlow next to tensorflow-cpu or a
+    # CUDA build (scripts/colab_stack.py caught exactly that).
+    project = pyproject()
+    assert "tensorflow" not in {_name(r) for r in project["dependencies"]}
+    assert "tensorflow" in {_name(r) for r in project["optional-dependencies"]["dev"]}
+    assert '".[dev]"' in (ROOT / "Makefile").read_text()
 
 
 def test_lock_pins_every_dependency_exactly():

@@ -17,6 +17,7 @@ A submission that raises, loops or kills its kernel still gets a row.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import re
 import tempfile
@@ -183,7 +184,8 @@ def _execute(nb, cwd: Path, options: GradeOptions) -> tuple[str, str]:
     from nbclient.exceptions import DeadKernelError
 
     client = NotebookClient(
-        nb, timeout=options.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
+        # An int: older traitlets (Colab's 5.7) reject a float timeout.
+        nb, timeout=math.ceil(options.cell_timeout), allow_errors=True, interrupt_on_timeout=True,
         error_on_timeout={"ename": "CellTimeout", "evalue": f"cell ran past {options.cell_timeout:g} s",
                           "traceback": []},
         kernel_name=options.kernel_name, startup_timeout=120, resources={"metadata": {"path": str(cwd)}},
