@@ -53,6 +53,30 @@ def peak_memory_mib(fn) -> float:
     return max(0, _rss_kib("VmHWM:") - base) / 1024
 
 
+def child_peak_mib(t: int, causal: bool, backward: bool, which: str, args) -> float:
+    """Peak memory of ONE eager call, measured in a fresh process so no allocator cache hides it."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--child", which, str(t), str(int(causal)), str(int(backward)),
+           "--batch", str(args.batch), "--d-model", str(args.d_model), "--heads", str(args.heads),
+           "--policy", args.policy]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def _child(which: str, t: int, causal: bool, backward: bool, args) -> None:
+    x = tf.random.normal((args.batch, t, args.d_model), dtype=tf.float32)
+    cls = MultiHeadAttention if which == "ours" else keras.layers.MultiHeadAttention
+    layer = cls(args.heads, args.d_model // args.heads)
+    layer(x[:, :8], x[:, :8])  # build on a short input: the weights are all that stays
+    if keras.config.dtype_policy().compute_dtype != "float32":
+        x = tf.cast(x, keras.config.dtype_policy().compute_dtype)
+    print(f"{peak_memory_mib(make_step(layer, x, causal, backward, 'eager')):.1f}")
+
+
 def make_step(layer, x, causal: bool, backward: bool, mode: str):
     def forward():
         return layer(x, x, use_causal_mask=causal)
@@ -105,7 +129,7 @@ def bench(t: int, causal: bool, mode: str, backward: bool, args) -> dict:
         for name in got:
             times[name].append(got[name])
         ratios.append(got["ours"] / got["keras"])
-    memory = {name: peak_memory_mib(run) for name, run in runs.items()}
+    memory = {name: child_peak_mib(t, causal, backward, name, args) for name in runs}
     flops = attention_flops(args.batch, t, args.d_model, backward)
     return {"T": t, "causal": causal, "mode": mode, "pass": "fwd+bwd" if backward else "fwd",
             "ratio": statistics.median(ratios), "ours_ms": 1e3 * statistics.median(times["ours"]),
@@ -132,8 +156,13 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, to report utilisation")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_cpu.md")
+    parser.add_argument("--child", nargs=4, metavar=("LAYER", "T", "CAUSAL", "BACKWARD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     keras.config.set_dtype_policy(args.policy)
+    if args.child:
+        which, t, causal, backward = args.child
+        _child(which, int(t), bool(int(causal)), bool(int(backward)), args)
+        return 0
     gpus = tf.config.list_physical_devices("GPU")
     device = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus
               else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})")
@@ -154,7 +183,8 @@ def main(argv=None) -> int:
         f"Command: `{command.strip()}`  ",
         f"Device: {device}; TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}.  ",
         f"Batch {args.batch}, d_model {args.d_model}, {args.heads} heads; {args.rounds} interleaved rounds after "
-        f"{args.warmup} warm-up calls; same weights in both layers.",
+        f"{args.warmup} warm-up calls; same weights in both layers. Peak MiB: resident memory added by one eager "
+        "call of that configuration, measured in a fresh process (the same for every mode).",
         "",
         f"**Median ratio (ours ÷ Keras) over all {len(rows)} configurations: {statistics.median(ratios):.3f}; "
         f"worst: {max(ratios):.3f}; best: {min(ratios):.3f}.** Below 1 means ours is faster.",
