@@ -135,7 +135,7 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
     row["max_score"] = exercise.points
     plan = [(q, build_cases(q, options.seed)) for q in exercise.questions]
     payload, arrays = encode_calls(plan)
-    memory_mb = max(options.memory_mb, getattr(exercise, "memory_mb", 0))
+    memory_mb = max(options.memory_mb, exercise.memory_mb)
 
     with tempfile.TemporaryDirectory(prefix="al-grade-") as tmp:
         tmp = Path(tmp)

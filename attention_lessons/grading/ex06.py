@@ -14,17 +14,8 @@ import math
 
 import numpy as np
 
-from .drivers import mha_forward, mha_initial_kernels_distinct
+from .drivers import _keras, mha_forward, mha_initial_kernels_distinct
 from .spec import Bug, Case, Check, Exercise, Question
-
-
-def _keras():
-    from ..device import import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    return keras
 
 
 @functools.lru_cache(maxsize=None)
