@@ -1,0 +1,492 @@
+"""Deterministic synthetic tasks for Part IV (and a regression toy for lesson 04).
+
+Every generator takes a ``seed`` and returns the same arrays for the same arguments on every
+machine: the data is enumerated or drawn with NumPy's ``default_rng`` only, never downloaded.
+Each task comes as a :class:`Dataset` of ``train``/``val``/``test`` :class:`Split` s, with a
+:class:`Vocabulary` where the inputs are tokens.
+
+=====================  ===========================================================
+``regression_toy``     y = 2 sin x + x^0.8 + noise, the kernel-regression toy (04)
+``sentiment``          movie-review sentences where word order decides (lesson 11)
+``dates``              human-written dates → ISO 8601 (lesson 12)
+``digits``             scikit-learn's bundled 8×8 digits cut into patches (lesson 13)
+``copy_reverse``       copy or reverse a random token string (sanity checks)
+=====================  ===========================================================
+
+This module imports NumPy only (scikit-learn lazily, for the digits).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["Vocabulary", "Split", "Dataset", "regression_toy", "sentiment", "sentiment_label", "dates",
+           "format_date", "DATE_FORMATS", "digits", "patchify", "copy_reverse", "SENTIMENT_GRAMMAR"]
+
+PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
+
+
+# --------------------------------------------------------------------------- containers
+class Vocabulary:
+    """Token ↔ id table. Id 0 is always padding, 1 is the unknown token.
+
+    Parameters
+    ----------
+    tokens : iterable of str
+        The known tokens, in the order their ids should follow (duplicates are dropped).
+    specials : sequence of str
+        Extra reserved tokens placed right after ``<pad>`` and ``<unk>`` (e.g. ``<start>``).
+    """
+
+    def __init__(self, tokens: Iterable[str], specials: Sequence[str] = ()):
+        self.itos: list[str] = [PAD, UNK]
+        for token in [*specials, *tokens]:
+            if token not in self.itos:
+                self.itos.append(token)
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} tokens)"
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    def id(self, token: str) -> int:
+        """Id of ``token`` (``KeyError`` naming it if unknown and there is no fallback wanted)."""
+        return self.stoi[token]
+
+    def encode(self, tokens: Sequence[str], length: int | None = None) -> np.ndarray:
+        """Ids of ``tokens`` (unknown → 1), right-padded with 0 to ``length`` if given.
+
+        Raises ``ValueError`` when the tokens do not fit in ``length``.
+        """
+        ids = [self.stoi.get(t, 1) for t in tokens]
+        if length is not None:
+            if len(ids) > length:
+                raise ValueError(f"`tokens` has {len(ids)} tokens but `length` is {length}: {list(tokens)!r}")
+            ids += [0] * (length - len(ids))
+        return np.asarray(ids, dtype=np.int32)
+
+    def encode_batch(self, sequences: Sequence[Sequence[str]], length: int) -> np.ndarray:
+        """``(len(sequences), length)`` int32 ids, right-padded with 0."""
+        return np.stack([self.encode(s, length) for s in sequences]) if sequences else \
+            np.zeros((0, length), np.int32)
+
+    def decode(self, ids: Iterable[int], stop_at: str | None = END, skip: Sequence[str] = (PAD, START)) -> list[str]:
+        """Tokens of ``ids``, stopping before ``stop_at`` and leaving out ``skip`` tokens."""
+        out = []
+        for i in ids:
+            token = self.itos[int(i)] if 0 <= int(i) < len(self.itos) else UNK
+            if stop_at is not None and token == stop_at:
+                break
+            if token not in skip:
+                out.append(token)
+        return out
+
+
+@dataclass
+class Split:
+    """One split of a task: inputs ``x``, targets ``y`` and per-example extras (e.g. the text)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def subset(self, index) -> "Split":
+        """The examples selected by ``index`` (a boolean mask or integer indices)."""
+        index = np.asarray(index)
+        rows = np.flatnonzero(index) if index.dtype == bool else index.astype(int)
+        extras = {k: [v[i] for i in rows] if isinstance(v, list) else np.asarray(v)[rows] for k, v in self.extras.items()}
+        return Split(self.x[rows], self.y[rows], extras)
+
+
+@dataclass
+class Dataset:
+    """A task: ``train``, ``val`` and ``test`` splits plus what is needed to read them."""
+
+    train: Split
+    val: Split
+    test: Split
+    vocab: Vocabulary | None = None
+    target_vocab: Vocabulary | None = None
+    info: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name}={len(getattr(self, name))}" for name in ("train", "val", "test"))
+        return f"Dataset({self.info.get('task', 'task')}: {sizes})"
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}.")
+
+
+def _rng(seed) -> np.random.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an integer; got {seed!r}.")
+    return np.random.default_rng(int(seed))
+
+
+# --------------------------------------------------------------------------- regression toy
+def regression_toy(n_train: int = 50, n_test: int = 50, noise: float = 0.5, seed: int = 0) -> Dataset:
+    """Noisy samples of f(x) = 2 sin x + x^0.8 on [0, 5] (the kernel-regression toy).
+
+    Training inputs are sorted uniform draws with Gaussian noise (sd ``noise``) on the targets;
+    the test inputs are an even grid with noise-free targets, so the curve can be drawn.
+    """
+    _check_sizes(n_train=n_train, n_test=n_test)
+    if noise < 0:
+        raise ValueError(f"`noise` must be >= 0; got {noise!r}.")
+    rng = _rng(seed)
+    f = lambda x: 2 * np.sin(x) + x ** 0.8  # noqa: E731
+    x_train = np.sort(rng.uniform(0, 5, n_train))
+    y_train = f(x_train) + rng.normal(0, noise, n_train)
+    x_test = np.linspace(0, 5, n_test)
+    empty = Split(np.zeros(0), np.zeros(0))
+    return Dataset(Split(x_train, y_train), empty, Split(x_test, f(x_test)), info={"task": "regression_toy"})
+
+
+# --------------------------------------------------------------------------- sentiment
+SENTIMENT_GRAMMAR = """\
+sentence := [opener] "the" NOUN "was" clause
+          | [opener] "the" NOUN "was" clause "but" clause   (clauses of at most two words
+                                                           whose labels disagree)
+clause   := ["not"] [intensifier] ADJ
+opener   := "honestly" | "overall" | "i think" | "to be fair"
+intensifier := "really" | "very" | "quite"
+NOUN     := movie | film | plot | story | cast | acting | script | ending | soundtrack | dialogue
+ADJ+     := good | great | fun | clever | lovely | moving | funny | charming
+ADJ-     := bad | boring | dull | awful | silly | weak | slow | bland
+
+label(clause)   = polarity(ADJ), flipped by "not"
+label(sentence) = label of the last clause   ("X but Y" means Y wins)
+"""
+
+_OPENERS = [(), ("honestly",), ("overall",), ("i", "think"), ("to", "be", "fair")]
+_INTENSIFIERS = [(), ("really",), ("very",), ("quite",)]
+_NOUNS = ["movie", "film", "plot", "story", "cast", "acting", "script", "ending", "soundtrack", "dialogue"]
+_POSITIVE = ["good", "great", "fun", "clever", "lovely", "moving", "funny", "charming"]
+_NEGATIVE = ["bad", "boring", "dull", "awful", "silly", "weak", "slow", "bland"]
+_SENTIMENT_LENGTH = 12
+
+
+def sentiment_label(tokens: Sequence[str]) -> int:
+    """1 (positive) or 0 (negative) for a sentence of the grammar (:data:`SENTIMENT_GRAMMAR`).
+
+    The label of the last clause: its adjective's polarity, flipped when the clause has "not".
+    Raises ``ValueError`` for a sentence without a known adjective.
+    """
+    tokens = list(tokens)
+    start = len(tokens) - 1 - tokens[::-1].index("but") if "but" in tokens else 0
+    clause = tokens[start:]
+    adjectives = [t for t in clause if t in _POSITIVE or t in _NEGATIVE]
+    if not adjectives:
+        raise ValueError(f"`tokens` has no known adjective in its last clause: {' '.join(tokens)!r}")
+    positive = adjectives[-1] in _POSITIVE
+    return int(positive != ("not" in clause))
+
+
+def _clauses():
+    for negated in (False, True):
+        for intensifier in _INTENSIFIERS:
+            for adjective in _POSITIVE + _NEGATIVE:
+                words = (("not",) if negated else ()) + intensifier + (adjective,)
+                yield words, int((adjective in _POSITIVE) != negated)
+
+
+@functools.lru_cache(maxsize=1)
+def _all_sentences() -> tuple[tuple[tuple[str, ...], int, str], ...]:
+    """Every sentence of the grammar with its label and kind ("plain" or "contrast")."""
+    clauses = list(_clauses())
+    # Two-word clauses in contrasts keep the sentences short ("not good", "very dull").
+    short = [(w, y) for w, y in clauses if len(w) <= 2]
+    out = []
+    for opener, noun in itertools.product(_OPENERS, _NOUNS):
+        head = opener + ("the", noun, "was")
+        for words, label in clauses:
+            out.append((head + words, label, "plain"))
+        for (w1, y1), (w2, y2) in itertools.product(short, short):
+            if y1 != y2:
+                out.append((head + w1 + ("but",) + w2, y2, "contrast"))
+    return tuple(out)
+
+
+def sentiment(n_train: int = 4000, n_val: int = 1000, n_test: int = 2000, seed: int = 0,
+              contrast_fraction: float = 0.5) -> Dataset:
+    """Movie-review sentences whose label depends on word order (negation and contrast).
+
+    The grammar (:data:`SENTIMENT_GRAMMAR`) generates 166 400 distinct sentences (6 400 plain,
+    160 000 contrast); they are shuffled with ``seed`` and cut into disjoint splits, so no test
+    sentence occurs in training. A fraction ``contrast_fraction`` of every split are contrast
+    ("… but …") sentences, the rest plain ones.
+
+    Returns
+    -------
+    Dataset
+        ``x``: ``(n, 12)`` int32 token ids, 0-padded; ``y``: ``(n,)`` int32 labels, 1 = positive.
+        ``extras``: ``text`` (list of str), ``negated`` (has "not"), ``contrast`` (has "but"),
+        ``bag_twin`` (another sentence with the same multiset of words exists and has the
+        opposite label — no bag-of-words model can get both right).
+        ``info["grammar"]`` is the grammar.
+
+    Examples
+    --------
+    >>> data = sentiment(n_train=10, n_val=2, n_test=4)
+    >>> data.vocab.decode(data.train.x[0], stop_at=None)[:3]  # doctest: +SKIP
+    ['the', 'plot', 'was']
+    """
+    _check_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    if not 0 <= contrast_fraction <= 1:
+        raise ValueError(f"`contrast_fraction` must be in [0, 1]; got {contrast_fraction!r}.")
+    sentences = _all_sentences()
+    rng = _rng(seed)
+    by_kind = {kind: [sentences[i] for i in rng.permutation(len(sentences)) if sentences[i][2] == kind]
+               for kind in ("plain", "contrast")}
+    sizes = [n_train, n_val, n_test]
+    want = {"contrast": [round(n * contrast_fraction) for n in sizes]}
+    want["plain"] = [n - c for n, c in zip(sizes, want["contrast"])]
+    for kind, counts in want.items():
+        if sum(counts) > len(by_kind[kind]):
+            raise ValueError(f"the splits ask for {sum(counts)} {kind} sentences but the grammar has only "
+                             f"{len(by_kind[kind])}; shrink `n_train`/`n_val`/`n_test` or change `contrast_fraction`.")
+    parts = []
+    for i in range(3):
+        part = []
+        for kind in ("plain", "contrast"):
+            offset = sum(want[kind][:i])
+            part += by_kind[kind][offset:offset + want[kind][i]]
+        parts.append([part[j] for j in rng.permutation(len(part))])
+
+    bags: dict[tuple, set] = {}
+    for words, label, _ in sentences:
+        bags.setdefault(tuple(sorted(words)), set()).add(label)
+
+    words = sorted({w for s, _, _ in sentences for w in s})
+    vocab = Vocabulary(words)
+
+    def make(part):
+        texts = [" ".join(s) for s, _, _ in part]
+        extras = {"text": texts,
+                  "negated": np.array(["not" in s for s, _, _ in part], dtype=bool),
+                  "contrast": np.array([kind == "contrast" for _, _, kind in part], dtype=bool),
+                  "bag_twin": np.array([len(bags[tuple(sorted(s))]) == 2 for s, _, _ in part], dtype=bool)}
+        x = vocab.encode_batch([s for s, _, _ in part], _SENTIMENT_LENGTH)
+        return Split(x, np.array([y for _, y, _ in part], dtype=np.int32), extras)
+
+    train, val, test = (make(part) for part in parts)
+    return Dataset(train, val, test, vocab=vocab,
+                   info={"task": "sentiment", "grammar": SENTIMENT_GRAMMAR, "max_length": _SENTIMENT_LENGTH,
+                         "n_sentences": len(sentences)})
+
+
+# --------------------------------------------------------------------------- dates
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December"]
+_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+#: The human formats of :func:`dates`, with an example for 2026-11-22. Day-first numeric only,
+#: so that every string names exactly one date.
+DATE_FORMATS: dict[str, str] = {
+    "d Mon yyyy": "22 Nov 2026",
+    "d Month yyyy": "22 November 2026",
+    "Month d, yyyy": "November 22, 2026",
+    "Mon d yyyy": "nov 22 2026",
+    "dd/mm/yyyy": "22/11/2026",
+    "dd.mm.yy": "22.11.26",
+    "Weekday d Month yyyy": "Sunday 22 November 2026",
+    "the dth of Month yyyy": "the 22nd of November 2026",
+    "yyyy mon d": "2026 nov 22",
+}
+
+
+def format_date(date: _dt.date, fmt: str) -> str:
+    """``date`` written in one of :data:`DATE_FORMATS` (``ValueError`` naming the known formats)."""
+    d, m, y = date.day, date.month, date.year
+    month, mon = _MONTHS[m - 1], _MONTHS[m - 1][:3]
+    writers = {
+        "d Mon yyyy": lambda: f"{d} {mon} {y}",
+        "d Month yyyy": lambda: f"{d} {month} {y}",
+        "Month d, yyyy": lambda: f"{month} {d}, {y}",
+        "Mon d yyyy": lambda: f"{mon.lower()} {d} {y}",
+        "dd/mm/yyyy": lambda: f"{d:02d}/{m:02d}/{y}",
+        "dd.mm.yy": lambda: f"{d:02d}.{m:02d}.{y % 100:02d}",
+        "Weekday d Month yyyy": lambda: f"{_WEEKDAYS[date.weekday()]} {d} {month} {y}",
+        "the dth of Month yyyy": lambda: f"the {_ordinal(d)} of {month} {y}",
+        "yyyy mon d": lambda: f"{y} {mon.lower()} {d}",
+    }
+    if fmt not in writers:
+        raise ValueError(f"`fmt` must be one of {list(writers)}; got {fmt!r}.")
+    return writers[fmt]()
+
+
+def dates(n_train: int = 8000, n_val: int = 500, n_test: int = 1000, seed: int = 0,
+          start: str = "1950-01-01", end: str = "2049-12-31", formats: Sequence[str] | None = None) -> Dataset:
+    """Human-written dates paired with their ISO 8601 form, character by character.
+
+    Dates are drawn uniformly between ``start`` and ``end`` (two-digit years in "dd.mm.yy" are
+    read in that window, which is why it spans 100 years). The **calendar days** are split, so a
+    test date never occurs in training in any format. Each example uses a random format.
+
+    Returns
+    -------
+    Dataset
+        ``x``: ``(n, source_length)`` int32 character ids (``vocab``), 0-padded;
+        ``y``: ``(n, 12)`` int32 target ids (``target_vocab``): ``<start>`` + 10 ISO characters + ``<end>``.
+        ``extras``: ``source`` (str), ``iso`` (str), ``format`` (str).
+    """
+    _check_sizes(n_train=n_train, n_val=n_val, n_test=n_test)
+    formats = list(DATE_FORMATS) if formats is None else list(formats)
+    for fmt in formats:
+        if fmt not in DATE_FORMATS:
+            raise ValueError(f"`formats` must contain names from DATE_FORMATS {list(DATE_FORMATS)}; got {fmt!r}.")
+    first, last = _dt.date.fromisoformat(start), _dt.date.fromisoformat(end)
+    n_days = (last - first).days + 1
+    if n_days <= 0:
+        raise ValueError(f"`end` ({end}) must come after `start` ({start}).")
+    if n_days > 36525:
+        raise ValueError(f"`start`..`end` spans {n_days} days; at most 100 years keep two-digit years unambiguous.")
+    total = n_train + n_val + n_test
+    rng = _rng(seed)
+    days = rng.permutation(n_days)
+    # Disjoint days per split; a split with more examples than days reuses its own days.
+    share = np.array([n_train, n_val, n_test], float) / max(total, 1)
+    bounds = np.concatenate([[0], np.cumsum(np.round(share * n_days).astype(int))])
+    bounds[-1] = n_days
+    pools = [days[bounds[i]:bounds[i + 1]] for i in range(3)]
+
+    # Characters and longest string, read off every day of a leap year in every format.
+    year = [_dt.date(2000, 1, 1) + _dt.timedelta(days=i) for i in range(366)]
+    written = [format_date(day, f) for day in year for f in DATE_FORMATS]
+    vocab = Vocabulary(sorted(set("".join(written))))
+    target_vocab = Vocabulary(list("0123456789-"), specials=(START, END))
+    source_length = max(map(len, written))
+
+    def make(n, pool):
+        if n and not len(pool):
+            raise ValueError("a split got no calendar days; widen `start`..`end` or shrink the splits.")
+        picked = pool[rng.integers(0, len(pool), n)] if n > len(pool) else pool[:n]
+        chosen = [first + _dt.timedelta(days=int(i)) for i in picked]
+        fmts = [formats[i] for i in rng.integers(0, len(formats), n)]
+        sources = [format_date(day, f) for day, f in zip(chosen, fmts)]
+        isos = [day.isoformat() for day in chosen]
+        x = vocab.encode_batch([list(s) for s in sources], source_length)
+        y = target_vocab.encode_batch([[START, *iso, END] for iso in isos], 12)
+        return Split(x, y, {"source": sources, "iso": isos, "format": fmts})
+
+    train, val, test = (make(n, pool) for n, pool in zip((n_train, n_val, n_test), pools))
+    return Dataset(train, val, test, vocab=vocab, target_vocab=target_vocab,
+                   info={"task": "dates", "source_length": source_length, "target_length": 12,
+                         "formats": formats})
+
+
+# --------------------------------------------------------------------------- digits
+def patchify(images, patch_size: int) -> np.ndarray:
+    """Cut ``(n, H, W)`` images into ``(n, (H/p)·(W/p), p·p)`` non-overlapping patches, row by row.
+
+    Raises ``ValueError`` when ``patch_size`` does not divide both image sides.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"`images` must be (n, height, width); got shape {images.shape}.")
+    n, h, w = images.shape
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < 1 \
+            or h % patch_size or w % patch_size:
+        raise ValueError(f"`patch_size` must be a positive integer dividing the image sides {h}×{w}; got {patch_size!r}.")
+    p = int(patch_size)
+    patches = images.reshape(n, h // p, p, w // p, p).transpose(0, 1, 3, 2, 4)  # (n, rows, cols, p, p)
+    return patches.reshape(n, (h // p) * (w // p), p * p)
+
+
+def digits(patch_size: int = 2, val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images, no download), as patches.
+
+    Pixel values are scaled from 0–16 to 0–1. Splits are stratified by class and seeded.
+
+    Returns
+    -------
+    Dataset
+        ``x``: ``(n, (8/p)², p²)`` float32 patches; ``y``: ``(n,)`` int32 digit labels.
+        ``extras["images"]``: the ``(n, 8, 8)`` float32 images.
+    """
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"`val_fraction` ({val_fraction}) and `test_fraction` ({test_fraction}) must be in (0, 1) "
+                         "and sum to less than 1.")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    labels = bunch.target.astype(np.int32)
+    x = patchify(images, patch_size)  # validates patch_size
+    rng = _rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for label in np.unique(labels):
+        index = rng.permutation(np.flatnonzero(labels == label))
+        n_test, n_val = round(len(index) * test_fraction), round(len(index) * val_fraction)
+        parts["test"].append(index[:n_test])
+        parts["val"].append(index[n_test:n_test + n_val])
+        parts["train"].append(index[n_test + n_val:])
+
+    def make(name):
+        index = rng.permutation(np.concatenate(parts[name]))
+        return Split(x[index], labels[index], {"images": images[index]})
+
+    train, val, test = make("train"), make("val"), make("test")
+    side = 8 // patch_size
+    return Dataset(train, val, test, info={"task": "digits", "patch_size": patch_size, "grid": (side, side),
+                                           "num_classes": 10})
+
+
+# --------------------------------------------------------------------------- copy / reverse
+def copy_reverse(task: str = "reverse", n_train: int = 2000, n_val: int = 200, n_test: int = 500, length: int = 8,
+                 vocab_size: int = 10, seed: int = 0) -> Dataset:
+    """Random token strings and their copy (``task="copy"``) or reversal (``task="reverse"``).
+
+    Tokens are ids ``2 … vocab_size + 1`` (0 is padding, 1 unknown), all of length ``length``;
+    ``x`` and ``y`` are ``(n, length)`` int32. Test strings never occur in training (when there
+    are enough distinct strings).
+    """
+    if task not in ("copy", "reverse"):
+        raise ValueError(f"`task` must be 'copy' or 'reverse'; got {task!r}.")
+    _check_sizes(n_train=n_train, n_val=n_val, n_test=n_test, length=length, vocab_size=vocab_size)
+    if length < 1 or vocab_size < 2:
+        raise ValueError(f"`length` must be >= 1 and `vocab_size` >= 2; got {length} and {vocab_size}.")
+    rng = _rng(seed)
+    total = n_train + n_val + n_test
+    x = rng.integers(2, vocab_size + 2, size=(total, length)).astype(np.int32)
+    if float(vocab_size) ** length >= 10 * total:
+        # Redraw duplicates so that the splits are disjoint.
+        seen, rows = set(), []
+        for row in x:
+            while row.tobytes() in seen:
+                row = rng.integers(2, vocab_size + 2, size=length).astype(np.int32)
+            seen.add(row.tobytes())
+            rows.append(row)
+        x = np.stack(rows) if rows else x
+    y = x.copy() if task == "copy" else x[:, ::-1].copy()
+    cuts = np.cumsum([n_train, n_val])
+    splits = [Split(a, b) for a, b in zip(np.split(x, cuts), np.split(y, cuts))]
+    vocab = Vocabulary([str(i) for i in range(vocab_size)])
+    return Dataset(*splits, vocab=vocab, info={"task": task, "length": length})
