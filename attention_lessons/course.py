@@ -34,6 +34,7 @@ EXERCISES: list[tuple[str, str, str]] = [
     ("ex04_scaled_dot_product", "Scaled dot-product attention", "05–06"),
     ("ex05_multi_head_numpy", "Multi-head attention in NumPy", "07–08"),
     ("ex06_keras_layer", "A Keras multi-head attention layer", "09–10"),
+    ("ex07_train_with_attention", "Train a model with attention", "11–13"),
 ]
 
 

@@ -87,7 +87,10 @@ def import_tensorflow():
     Lessons use this instead of ``import tensorflow as tf`` so their stored outputs stay
     clean and identical from run to run.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3 also hides C++ ERROR lines, which in a course are harmless noise (e.g. tf.data's
+    # "NodeDef mentions attribute ... not in the op definition" during model.fit) that would
+    # land under random cells; Python exceptions are unaffected.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_native_stderr():
         import tensorflow as tf
 

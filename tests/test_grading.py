@@ -303,7 +303,7 @@ except OSError:
     (folder / "not_a_notebook.ipynb").write_text("{ this is not json")
     paths.append(folder / "not_a_notebook.ipynb")
     # Keras submissions import TensorFlow (seconds on a loaded 2-core machine): a longer cell limit for them.
-    keras_paths = [p for p in paths if "ex06" in p.stem or p.stem.startswith("layer_")]
+    keras_paths = [p for p in paths if "ex06" in p.stem or "ex07" in p.stem or p.stem.startswith("layer_")]
     rows = grade_many([p for p in paths if p not in keras_paths],
                       GradeOptions(cell_timeout=8, call_timeout=3, memory_mb=4096), jobs=2)
     rows += grade_many(keras_paths, GradeOptions(cell_timeout=120, call_timeout=60), jobs=2)

@@ -16,6 +16,7 @@ A submission that raises, loops or kills its kernel still gets a row.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -136,6 +137,9 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
     plan = [(q, build_cases(q, options.seed)) for q in exercise.questions]
     payload, arrays = encode_calls(plan)
     memory_mb = max(options.memory_mb, exercise.memory_mb)
+    blocked = tuple(m for m in BLOCKED_MODULES if m not in exercise.allowed_modules)
+    if exercise.cell_timeout > options.cell_timeout:
+        options = dataclasses.replace(options, cell_timeout=exercise.cell_timeout)
 
     with tempfile.TemporaryDirectory(prefix="al-grade-") as tmp:
         tmp = Path(tmp)
@@ -147,7 +151,7 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
         run = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": options.kernel_name, "display_name": "Python 3",
                                                                  "language": "python"}})
         run.cells.append(nbformat.v4.new_code_cell(PREAMBLE.format(
-            memory=memory_mb * 2**20, memory_mb=memory_mb, blocked=BLOCKED_MODULES)))
+            memory=memory_mb * 2**20, memory_mb=memory_mb, blocked=blocked)))
         run.cells += [nbformat.v4.new_code_cell(c.source) for c in nb.cells
                       if c.get("cell_type") == "code" and not _is_check_cell(c)]
         run.cells.append(nbformat.v4.new_code_cell(HARVEST.format(

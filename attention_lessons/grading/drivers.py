@@ -77,4 +77,23 @@ def mha_initial_kernels_distinct(cls, config, query, seed=0):
     return np.array(1.0 if distinct else 0.0)
 
 
-DRIVERS = {"mha_forward": mha_forward, "mha_initial_kernels_distinct": mha_initial_kernels_distinct}
+def keras_model_file(model, max_megabytes=64):
+    """The bytes of ``model`` saved as a ``.keras`` file (a uint8 array), for the grader to load."""
+    import os
+    import tempfile
+
+    keras = _keras()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a trained keras.Model; got {type(model).__name__}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        model.save(path)
+        size = os.path.getsize(path)
+        if size > max_megabytes * 2**20:
+            raise ValueError(f"the saved model takes {size / 2**20:.0f} MB; the limit is {max_megabytes} MB")
+        with open(path, "rb") as f:
+            return np.frombuffer(f.read(), dtype=np.uint8)
+
+
+DRIVERS = {"mha_forward": mha_forward, "mha_initial_kernels_distinct": mha_initial_kernels_distinct,
+           "keras_model_file": keras_model_file}

@@ -21,6 +21,7 @@ class Case:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     label: str = ""
+    secret: dict = field(default_factory=dict)   # stays in the grader (e.g. the seed of a test set)
 
 
 @dataclass
@@ -39,6 +40,10 @@ class Check:
     "raise" (the call must raise ``ValueError``). ``dtype`` also requires the reference's
     output dtype. ``cases(rng)`` builds the inputs; the batch grader uses its own seed.
     ``hint`` is the advice when no known bug matches.
+
+    With ``score`` set, the outputs are not compared with a reference: ``score(outputs,
+    case)`` (run in the grader's process) returns ``(passed, detail, hint)`` — e.g. the
+    accuracy of a trained model on a test set that never leaves the grader.
     """
 
     name: str
@@ -50,6 +55,7 @@ class Check:
     atol: float = 1e-8
     dtype: bool = False
     bugs: Sequence[Bug] = ()
+    score: Callable[[list, Case], tuple[bool, str, str]] | None = None
 
 
 @dataclass
@@ -58,15 +64,17 @@ class Question:
 
     With ``driver`` set (a name in :data:`drivers.DRIVERS`), the student's object is not
     called directly: the driver exercises it, and ``reference`` and every bug are the same
-    driver already bound to the reference object or a buggy one.
+    driver already bound to the reference object or a buggy one. ``own_code=False`` accepts
+    an object built from library classes (e.g. a trained ``keras.Model``).
     """
 
     id: str
     function: str
     title: str
-    reference: Callable
+    reference: Callable | None
     checks: Sequence[Check]
     driver: str | None = None
+    own_code: bool = True
 
     @property
     def points(self) -> float:
@@ -80,6 +88,8 @@ class Exercise:
     title: str
     questions: Sequence[Question]
     memory_mb: int = 0   # address-space limit of the grading kernel, if more than the default
+    cell_timeout: int = 0   # per-cell limit when grading, if more than the default (e.g. training)
+    allowed_modules: Sequence[str] = ()   # package modules the submission may import while graded
 
     @property
     def points(self) -> float:
@@ -252,6 +262,19 @@ def _judge_check(question: Question, check: Check, cases: list[Case], outcomes: 
             return result(False, f"Replace `raise NotImplementedError` in `{question.function}` with your code.",
                           f"`{question.function}` {_status_text(o)}.")
 
+    if check.score is not None:
+        for case, o in zip(cases, outcomes):
+            if o.status != "ok":
+                where = f" for {case.label}" if case.label else ""
+                return result(False, check.hint, f"`{question.function}` {_status_text(o)}{where}.")
+            try:
+                passed, detail, hint = check.score(o.outputs, case)
+            except Exception as exc:  # noqa: BLE001 - a scorer failure is the submission's, not the grader's
+                passed, detail, hint = False, f"could not be evaluated: {type(exc).__name__}: {exc}"[:300], check.hint
+            if not passed:
+                return result(False, hint or check.hint, detail)
+        return result(True)
+
     if check.expect == "raise":
         for case, o in zip(cases, outcomes):
             if not (o.status == "error" and o.error.startswith("ValueError")):
@@ -309,7 +332,7 @@ def encode_calls(question_cases: list[tuple[Question, list[list[Case]]]]) -> tup
     for question, cases in question_cases:
         for check_cases in cases:
             for case in check_cases:
-                calls.append({"function": question.function, "driver": question.driver,
+                calls.append({"function": question.function, "driver": question.driver, "own_code": question.own_code,
                               "args": [enc(a) for a in case.args],
                               "kwargs": {k: enc(v) for k, v in case.kwargs.items()}})
     return {"calls": calls}, arrays
