@@ -55,7 +55,7 @@ def evaluate(question_id: str, namespace: dict | None = None, seed: int = NOTEBO
     cases = build_cases(question, seed)
     payload, arrays = encode_calls([(question, cases)])
     for call in payload["calls"]:
-        call["own_code"] = not explicit
+        call["own_code"] = call["own_code"] and not explicit
     from ..device import _quiet_native_stderr
     from .drivers import DRIVERS
 
