@@ -24,6 +24,7 @@ LESSONS: list[tuple[str, str]] = [
     ("08_multi_head_attention", "Multi-head attention"),
     ("09_keras_multi_head_layer", "The Keras multi-head attention layer"),
     ("10_attention_on_gpu", "Attention on GPU"),
+    ("11_transformer_text_classifier", "A transformer text classifier"),
 ]
 
 #: (file stem, title, lessons covered) of each exercise.
@@ -35,6 +36,7 @@ EXERCISES: list[tuple[str, str, str]] = [
     ("ex05_multi_head_numpy", "Multi-head attention in NumPy", "07–08"),
     ("ex06_keras_layer", "A Keras multi-head attention layer", "09–10"),
     ("ex07_train_with_attention", "Train a model with attention", "11–13"),
+    ("ex08_online_softmax", "Online-softmax attention", "14"),
 ]
 
 

@@ -77,6 +77,32 @@ def mha_initial_kernels_distinct(cls, config, query, seed=0):
     return np.array(1.0 if distinct else 0.0)
 
 
+def online_memory(fn, q, k, v, chunk_size, budget_mib=16, **kwargs):
+    """Call ``fn(q, k, v, chunk_size, **kwargs)`` under ``tracemalloc``; return (over budget, output).
+
+    The first value is 1.0 when the call's peak of newly allocated memory (NumPy arrays
+    included) passed ``budget_mib`` MiB, else 0.0: a coarse flag, so that two implementations
+    that both stay within the budget (or both pass it) give the same result. It comes first
+    so that the feedback names it when it differs.
+    """
+    import tracemalloc
+
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        out = fn(q, k, v, chunk_size, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    if isinstance(out, tuple):
+        raise TypeError(f"the function returned a tuple of {len(out)} values; return the output array only")
+    return np.array(float(peak > budget_mib * 2**20)), np.asarray(out)
+
+
 def keras_model_file(model, max_megabytes=64):
     """The bytes of ``model`` saved as a ``.keras`` file (a uint8 array), for the grader to load."""
     import os
@@ -96,4 +122,4 @@ def keras_model_file(model, max_megabytes=64):
 
 
 DRIVERS = {"mha_forward": mha_forward, "mha_initial_kernels_distinct": mha_initial_kernels_distinct,
-           "keras_model_file": keras_model_file}
+           "online_memory": online_memory, "keras_model_file": keras_model_file}
