@@ -36,6 +36,7 @@ colab:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mha.py
 	$(BIN)/python benchmarks/grading_throughput.py
+	$(BIN)/python benchmarks/bench_long.py
 
 ## exercises: regenerate exercises/ from solutions/
 exercises: $(STAMP)

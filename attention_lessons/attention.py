@@ -44,6 +44,7 @@ __all__ = [
     "params_to_list",
     "multi_head_attention",
     "sinusoidal_positions",
+    "online_softmax_attention",
 ]
 
 # The order of keras.layers.MultiHeadAttention.get_weights() (use_bias=True).
@@ -810,3 +811,126 @@ def sinusoidal_positions(length: int, dim: int, dtype=np.float64) -> np.ndarray:
     pe[:, 0::2] = np.sin(angles)
     pe[:, 1::2] = np.cos(angles)
     return pe.astype(dtype)
+
+
+# ----------------------------------------------------------- long sequences (lesson 14)
+
+
+def online_softmax_attention(q, k, v, chunk_size: int, mask=None, causal: bool = False,
+                             query_chunk_size: int | None = None) -> np.ndarray:
+    r"""Scaled dot-product attention over key chunks, without the ``(T, S)`` score matrix.
+
+    Computes the same output as ``scaled_dot_product_attention(q, k, v, mask)[0]`` but
+    visits the keys and values ``chunk_size`` at a time and keeps, per query, only three
+    running quantities (the *online softmax*; Milakov & Gimelshein 2018, the core of
+    FlashAttention, Dao et al. 2022). With scores :math:`s_j = q \cdot k_j / \sqrt{d}` of
+    the chunk :math:`C` and, before the first chunk, :math:`m = -\infty,\ \ell = 0,\ a = 0`:
+
+    .. math::
+        m' &= \max\big(m,\ \max_{j \in C} s_j\big)                      && \text{running max} \\
+        \alpha &= e^{\,m - m'}                                            && \text{rescales the old statistics} \\
+        \ell' &= \alpha\,\ell + \sum_{j \in C} e^{\,s_j - m'}             && \text{running softmax denominator} \\
+        a' &= \alpha\,a + \sum_{j \in C} e^{\,s_j - m'}\, v_j              && \text{running un-normalised output}
+
+    and after the last chunk the output is :math:`a / \ell`. Every exponent is :math:`\le 0`
+    (no overflow), and when the max grows the old sums are multiplied by
+    :math:`\alpha = e^{m - m'} < 1`, as if they had been computed with the new max from the
+    start. Masked keys get :math:`s_j = -\infty`, i.e. :math:`e^{s_j - m'} = 0`; a query
+    that sees no key keeps :math:`\ell = 0` and gets a zero output, as in
+    :func:`scaled_dot_product_attention`.
+
+    Parameters
+    ----------
+    q : array_like, shape (..., T, d)
+        Queries; leading (batch, head) dimensions broadcast against those of ``k``, ``v``.
+    k : array_like, shape (..., S, d)
+    v : array_like, shape (..., S, d_v)
+    chunk_size : int
+        Keys per chunk, ``>= 1``; it need not divide ``S`` (the last chunk is shorter).
+    mask : array_like of bool, optional
+        Broadcastable to ``(..., T, S)``, True = may attend, as in
+        :func:`scaled_dot_product_attention`. It is only ever read chunk by chunk (a
+        broadcast view, never expanded to ``(T, S)``).
+    causal : bool, default False
+        Query ``i`` sees keys ``j <= i`` (top-left aligned, :func:`causal_mask`); combined
+        with ``mask`` by logical AND. Key chunks that lie wholly in the future of a query
+        block are skipped, which halves the work for ``T = S``.
+    query_chunk_size : int, optional
+        Also process the queries in blocks of this many (default: all ``T`` at once).
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., T, d_v)
+        In the floating dtype of ``q`` (integers give float64); computed in float32 for
+        float16/float32 inputs and in float64 for float64 inputs.
+
+    Notes
+    -----
+    Memory: besides the inputs and the output, the largest temporaries are the chunk's
+    scores, ``batch · T_q · chunk_size`` numbers (``T_q`` = ``query_chunk_size`` or ``T``),
+    plus ``batch · T_q · (d_v + 2)`` for the running statistics — ``O(T · chunk)``, never
+    ``O(T · S)``. The arithmetic is the same as for the naive version (``≈ 4·T·S·d``
+    FLOPs per batch element and head); what is saved is memory and memory traffic.
+
+    Examples
+    --------
+    >>> q = [[1.0, 0.0]]; k = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]; v = [[1.0], [0.0], [2.0]]
+    >>> bool(np.allclose(online_softmax_attention(q, k, v, chunk_size=2),
+    ...                  scaled_dot_product_attention(q, k, v)[0]))
+    True
+    """
+    q = _as_float(q, "q")
+    k = _as_float(k, "k")
+    v = _as_float(v, "v")
+    _check_ndim(q, "q", 2, "(..., T, d)")
+    _check_ndim(k, "k", 2, "(..., S, d)")
+    _check_ndim(v, "v", 2, "(..., S, d_v)")
+    _check_last_dims_agree(q, "q", k, "k")
+    _check_last_dims_agree(k, "k", v, "v", -2, -2, "numbers of keys and values (axis -2)")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    if query_chunk_size is not None:
+        query_chunk_size = _check_positive_int(query_chunk_size, "query_chunk_size")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise ValueError(f"`causal` must be True or False; got {causal!r}.")
+    batch = _broadcast_leading({"q": q.shape, "k": k.shape, "v": v.shape})
+    T, S, d_v = q.shape[-2], k.shape[-2], v.shape[-1]
+    if mask is not None:   # a broadcast view: no (T, S) array is made here
+        mask = _broadcast_mask(mask, batch + (T, S), f"(..., T, S) from `q` {q.shape} and `k` {k.shape}")
+        batch = mask.shape[:-2]
+
+    out_dtype, work = q.dtype, _work_dtype(q, k, v)
+    q = q.astype(work) * work.type(1.0 / math.sqrt(q.shape[-1]))   # scale T·d numbers, not T·S
+    k = k.astype(work, copy=False)
+    v = v.astype(work, copy=False)
+    out = np.zeros(batch + (T, d_v), dtype=work)
+    block = max(T, 1) if query_chunk_size is None else query_chunk_size
+    for i0 in range(0, T, block):
+        i1 = min(i0 + block, T)
+        rows = np.arange(i0, i1)[:, None]                               # (T_q, 1) query positions
+        m = np.full(batch + (i1 - i0,), -np.inf, dtype=work)            # running max
+        l = np.zeros(batch + (i1 - i0,), dtype=work)                    # running sum
+        acc = np.zeros(batch + (i1 - i0, d_v), dtype=work)              # running sum of e^(s-m) v
+        for j0 in range(0, S, chunk_size):
+            if causal and j0 > i1 - 1:
+                break                                   # this chunk and all later ones are in the future
+            j1 = min(j0 + chunk_size, S)
+            s = q[..., i0:i1, :] @ np.swapaxes(k[..., j0:j1, :], -1, -2)   # (..., T_q, C) scores
+            if s.shape[:-2] != batch:                   # v or the mask has more batch dimensions
+                s = np.broadcast_to(s, batch + s.shape[-2:]).copy()
+            hidden = None if mask is None else ~mask[..., i0:i1, j0:j1]
+            if causal and j1 - 1 > i0:                  # the chunk crosses the diagonal
+                future = np.arange(j0, j1)[None, :] > rows                  # (T_q, C)
+                hidden = future if hidden is None else hidden | future
+            if hidden is not None:
+                np.copyto(s, -np.inf, where=hidden)                        # masked: e^(-inf) = 0
+            m_new = np.maximum(m, s.max(axis=-1))
+            m_ref = np.where(np.isfinite(m_new), m_new, 0)  # rows with nothing visible yet: any finite ref
+            alpha = np.exp(m - m_ref)                                       # rescale the old statistics
+            s -= m_ref[..., None]
+            p = np.exp(s, out=s)                                            # e^(s - m'), in place
+            l = alpha * l + p.sum(axis=-1)
+            acc *= alpha[..., None]
+            acc += p @ v[..., j0:j1, :]
+            m = m_new
+        np.divide(acc, l[..., None], out=out[..., i0:i1, :], where=l[..., None] > 0)
+    return out.astype(out_dtype, copy=False)

@@ -25,6 +25,10 @@ LESSONS: list[tuple[str, str]] = [
     ("09_keras_multi_head_layer", "The Keras multi-head attention layer"),
     ("10_attention_on_gpu", "Attention on GPU"),
     ("11_transformer_text_classifier", "A transformer text classifier"),
+    ("12_seq2seq_with_attention", "Sequence to sequence with attention"),
+    ("13_attention_for_vision", "Attention for vision"),
+    ("14_long_sequences", "Long sequences"),
+    ("15_brains_and_transformers", "Brains and transformers"),
 ]
 
 #: (file stem, title, lessons covered) of each exercise.

@@ -23,7 +23,8 @@ What differs from Keras, on purpose (see :class:`MultiHeadAttention` for details
   uniform weights (the mean of the values).
 
 Also here: :class:`PositionalEmbedding`, :class:`TransformerEncoderBlock`,
-:class:`TransformerDecoderBlock`, and :func:`from_keras`.
+:class:`TransformerDecoderBlock`, :func:`from_keras`, and :func:`chunked_attention`
+(online-softmax attention for long sequences, lesson 14).
 
 This module imports TensorFlow and Keras; the NumPy modules of the package never do.
 """
@@ -49,6 +50,7 @@ __all__ = [
     "TransformerEncoderBlock",
     "TransformerDecoderBlock",
     "from_keras",
+    "chunked_attention",
 ]
 
 _PACKAGE = "attention_lessons"
@@ -1003,3 +1005,178 @@ class TransformerDecoderBlock(_Block):
         if return_attention_scores:
             return x, self_scores, cross_scores
         return x
+
+
+# -------------------------------------------------------- long sequences (lesson 14)
+
+
+def _move_time_axis(x, r: int, to_front: bool):
+    """(..., T, F) <-> (T, ..., F) for rank ``r``: time first, so that blocks can be concatenated."""
+    perm = [r - 2, *range(r - 2), r - 1] if to_front else [*range(1, r - 1), 0, r - 1]
+    return tf.transpose(x, perm)
+
+
+def _slice_broadcast(x, axis: int, start, size):
+    """``x[start:start + size]`` along ``axis`` (-1 or -2), or all of it where that axis has size 1."""
+    single = tf.equal(tf.shape(x)[axis], 1)           # a broadcast axis: every slice is the whole axis
+    start, size = tf.where(single, 0, start), tf.where(single, 1, size)
+    return x[..., start:start + size] if axis == -1 else x[..., start:start + size, :]
+
+
+def chunked_attention(query, key, value, chunk_size: int, causal: bool = False, mask=None,
+                      query_chunk_size: int | None = None):
+    r"""Scaled dot-product attention with bounded memory: the online softmax in TensorFlow.
+
+    The same function as ``softmax(Q Kᵀ / √d) V`` (and as the NumPy
+    :func:`attention_lessons.attention.online_softmax_attention`), computed over key chunks
+    of ``chunk_size`` in a ``tf.while_loop``, so no ``(T, S)`` tensor ever exists. Per query
+    the loop carries the running max ``m``, the running softmax denominator ``l`` and the
+    un-normalised output ``acc``; for each chunk ``C`` with scores ``s_j``::
+
+        m'   = max(m, max_j s_j)
+        α    = exp(m - m')                          # rescales what was summed so far
+        l'   = α·l   + Σ_j exp(s_j - m')
+        acc' = α·acc + Σ_j exp(s_j - m') v_j
+
+    and the output is ``acc / l`` (zeros for a query that sees no key). This is what
+    FlashAttention (Dao et al. 2022) does per tile in a GPU's on-chip memory.
+
+    Parameters
+    ----------
+    query : tensor, shape (batch, [heads,] T, d)
+        Any leading dimensions; they broadcast against those of ``key`` and ``value``.
+    key : tensor, shape (batch, [heads,] S, d)
+    value : tensor, shape (batch, [heads,] S, d_v)
+    chunk_size : int
+        Keys per chunk, ``>= 1``; need not divide ``S``.
+    causal : bool, default False
+        Query ``i`` sees keys ``j <= i`` (top-left aligned, as Keras's
+        ``use_causal_mask``); chunks wholly in a query block's future are skipped.
+    mask : bool tensor, optional
+        Broadcastable to ``(..., T, S)``, True = may attend; ANDed with ``causal``. Its
+        rank must be known; axes of size 1 are broadcast, never expanded to ``(T, S)``.
+    query_chunk_size : int, optional
+        Also process the queries in blocks of this many (default: all ``T`` at once).
+
+    Returns
+    -------
+    tensor, shape (..., T, d_v)
+        In the dtype of ``query``. Scores, softmax statistics and sums are computed in
+        float32 whatever the input dtype (float64 inputs: float64).
+
+    Notes
+    -----
+    **Peak memory** of a forward pass, besides the inputs and the output: with
+    ``L`` = the product of the leading (batch × heads) dimensions and
+    ``T_q`` = ``query_chunk_size`` or ``T``, about ::
+
+        L · T_q · chunk_size · (4 + 4 + 1) bytes    scores, their exponentials, the mask chunk
+      + L · T_q · (d_v + 2) · 4 bytes                 the running acc, m and l
+      + L · (T + S) · (d + d_v) · 4 bytes              float32 copies of the inputs (if cast)
+
+    against ``L · T · S · 4`` bytes for the scores of naive attention. Both do the same
+    FLOPs. Gradients flow through the loop, but a ``GradientTape`` keeps every chunk's
+    exponentials for the backward pass, i.e. ``O(L · T · S)`` again; FlashAttention's
+    backward pass recomputes them chunk by chunk instead (``tf.recompute_grad`` would).
+    Works eagerly and inside ``tf.function`` (dynamic ``T`` and ``S`` allowed); the loops
+    run with ``parallel_iterations=1`` so that a graph never holds two chunks at once.
+    """
+    chunk_size = _check_int(chunk_size, "chunk_size")
+    query_chunk_size = _check_int(query_chunk_size, "query_chunk_size", allow_none=True)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise ValueError(f"`causal` must be True or False; got {causal!r}.")
+    q, k, v = (tf.convert_to_tensor(x) for x in (query, key, value))
+    for x, name, what in ((q, "query", "(..., T, d)"), (k, "key", "(..., S, d)"), (v, "value", "(..., S, d_v)")):
+        if not x.dtype.is_floating:
+            raise ValueError(f"`{name}` must be floating point; got dtype {x.dtype.name}.")
+        if x.shape.rank is None or x.shape.rank < 2:
+            raise ValueError(f"`{name}` must have shape {what} with a known rank; got shape {x.shape}.")
+    if not q.shape[-1:].is_compatible_with(k.shape[-1:]):
+        raise ValueError(f"`query` has shape {q.shape} and `key` has shape {k.shape}: "
+                         f"their last dimensions ({q.shape[-1]} and {k.shape[-1]}) must agree.")
+    if not k.shape[-2:-1].is_compatible_with(v.shape[-2:-1]):
+        raise ValueError(f"`key` has shape {k.shape} and `value` has shape {v.shape}: their "
+                         f"numbers of keys and values (axis -2: {k.shape[-2]} and {v.shape[-2]}) must agree.")
+    shapes = {"query": q.shape, "key": k.shape, "value": v.shape}
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask)
+        if mask.dtype != tf.bool:
+            if not mask.dtype.is_integer:
+                raise ValueError(f"`mask` must be boolean (True = may attend); got dtype {mask.dtype.name}.")
+            mask = tf.not_equal(mask, 0)
+        if mask.shape.rank is None:
+            raise ValueError("`mask` must have a known rank.")
+        while mask.shape.rank < 2:
+            mask = mask[None]
+        for axis, n, name in ((-2, q.shape[-2], "T"), (-1, k.shape[-2], "S")):
+            if mask.shape[axis] not in (1, None, n) and n is not None:
+                raise ValueError(f"`mask` has shape {mask.shape}, which does not broadcast to (..., T, S) = "
+                                 f"(..., {q.shape[-2]}, {k.shape[-2]}) from `query` {q.shape} and `key` {k.shape}.")
+        shapes["mask"] = mask.shape
+    try:
+        lead = shapes["query"][:-2]
+        for s in list(shapes.values())[1:]:
+            lead = tf.broadcast_static_shape(lead, s[:-2])
+    except ValueError:
+        listed = ", ".join(f"`{n}` has shape {s}" for n, s in shapes.items())
+        raise ValueError(f"{listed}: their leading (batch/head) dimensions do not broadcast together.") from None
+
+    out_dtype, out_shape = q.dtype, lead.concatenate([q.shape[-2], v.shape[-1]])
+    work = tf.float64 if out_dtype == tf.float64 else tf.float32        # softmax statistics: >= float32
+    d = q.shape[-1] if q.shape[-1] is not None else tf.shape(q)[-1]
+    q = tf.cast(q, work) * tf.math.rsqrt(tf.cast(d, work))               # scale T·d numbers, not T·S
+    k, v = tf.cast(k, work), tf.cast(v, work)
+    T, S = tf.shape(q)[-2], tf.shape(k)[-2]
+    batch = tf.shape(q)[:-2]
+    for x in (k, v) + (() if mask is None else (mask,)):
+        batch = tf.broadcast_dynamic_shape(batch, tf.shape(x)[:-2])
+    block = T if query_chunk_size is None else tf.constant(query_chunk_size)
+    neg_inf = tf.constant(-np.inf, work)
+
+    def attend(i0):
+        """The outputs of queries i0 .. i0+T_q-1, over all (visible) key chunks."""
+        q_blk = q[..., i0:i0 + block, :]                                 # (..., T_q, d)
+        t_q = tf.shape(q_blk)[-2]
+        rows = i0 + tf.range(t_q)                                        # query positions
+        m_blk = None if mask is None else _slice_broadcast(mask, -2, i0, block)
+        stats = tf.concat([batch, [t_q]], 0)
+        m0, l0 = tf.fill(stats, neg_inf), tf.zeros(stats, work)
+        acc0 = tf.zeros(tf.concat([stats, tf.shape(v)[-1:]], 0), work)
+
+        def step(j0, m, l, acc):
+            s = tf.matmul(q_blk, k[..., j0:j0 + chunk_size, :], transpose_b=True)   # (..., T_q, C)
+            visible = None
+            if m_blk is not None:
+                visible = _slice_broadcast(m_blk, -1, j0, chunk_size)
+            if causal:
+                cols = j0 + tf.range(tf.shape(s)[-1])
+                future_ok = cols[None, :] <= rows[:, None]                           # (T_q, C)
+                visible = future_ok if visible is None else tf.logical_and(visible, future_ok)
+            if visible is not None:
+                s = tf.where(visible, s, neg_inf)
+            # The output does not depend on m (it cancels in acc / l): no gradient through it.
+            m_new = tf.stop_gradient(tf.maximum(m, tf.reduce_max(s, axis=-1)))
+            m_ref = tf.where(tf.math.is_finite(m_new), m_new, tf.zeros_like(m_new))  # nothing seen: 0
+            alpha = tf.exp(m - m_ref)                                                # (..., T_q)
+            p = tf.exp(s - m_ref[..., None])                                         # (..., T_q, C)
+            l = alpha * l + tf.reduce_sum(p, axis=-1)
+            acc = alpha[..., None] * acc + tf.matmul(p, v[..., j0:j0 + chunk_size, :])
+            return j0 + chunk_size, m_new, l, acc
+
+        end = tf.minimum(S, i0 + t_q) if causal else S                   # causal: no future chunks
+        _, _, l, acc = tf.while_loop(lambda j0, *_: j0 < end, step, (tf.constant(0), m0, l0, acc0),
+                                     parallel_iterations=1)
+        return tf.math.divide_no_nan(acc, l[..., None])                  # l = 0: nothing visible -> 0
+
+    if query_chunk_size is None:
+        out = attend(tf.constant(0))
+    else:   # blocks of queries, concatenated along time (moved to the front for TensorArray.concat)
+        n_blocks = tf.maximum((T + block - 1) // block, 1)             # T = 0: one empty block
+        blocks = tf.TensorArray(work, size=n_blocks, infer_shape=False)
+        _, blocks = tf.while_loop(
+            lambda b, _: b < n_blocks,
+            lambda b, ta: (b + 1, ta.write(b, _move_time_axis(attend(b * block), out_shape.rank, True))),
+            (tf.constant(0), blocks), parallel_iterations=1)
+        out = _move_time_axis(blocks.concat(), out_shape.rank, False)
+    out.set_shape(out_shape)
+    return tf.cast(out, out_dtype)
