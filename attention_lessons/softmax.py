@@ -81,7 +81,8 @@ def _prepare(x, axis, temperature, mask):
     if keep is not None:
         z = np.where(keep, z, -np.inf)
     # Subtracting the row maximum keeps exp() in [0, 1]: no overflow for logits of 1e4.
-    m = np.max(z, axis=axis, keepdims=True)
+    # An empty axis (e.g. no keys to attend to) is like a fully masked one: max -inf.
+    m = np.max(z, axis=axis, keepdims=True, initial=-np.inf)
     m = np.where(np.isfinite(m), m, 0)  # fully masked rows: max is -inf
     return x.dtype, axis, z - m
 

@@ -153,7 +153,7 @@ def fmt(x, spec: str, missing: str = "—") -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384, 32768])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=64)
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
         "",
         f"Command: `{command.strip()}`  ",
         f"Machine: {machine()}; TensorFlow {tf.__version__}, Python {platform.python_version()}; load average "
-        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (1-minute; other jobs shared the machine).  ",
+        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after (1-minute).  ",
         f"Self-attention on (batch, heads, n, head_dim) = ({args.batch}, {args.heads}, n, {args.head_dim}); forward "
         f"pass, no mask, both functions in `tf.function`. Chunked: "
         f"`chunked_attention(q, k, v, chunk_size={args.chunk_size}, query_chunk_size={args.query_chunk_size})`.  ",

@@ -149,3 +149,12 @@ def test_nan_in_visible_scores_is_an_error_not_a_silent_nan():
 def test_masked_softmax_requires_a_mask():
     with pytest.raises(ValueError, match="mask"):
         masked_softmax([1.0, 2.0], None)
+
+
+def test_softmax_over_an_empty_axis_is_empty_and_attention_over_no_keys_is_zero():
+    from attention_lessons.attention import scaled_dot_product_attention
+
+    assert softmax(np.zeros((2, 0))).shape == (2, 0)
+    out, weights = scaled_dot_product_attention(np.ones((2, 3)), np.zeros((0, 3)), np.zeros((0, 4)))
+    np.testing.assert_array_equal(out, np.zeros((2, 4)))
+    assert weights.shape == (2, 0)
