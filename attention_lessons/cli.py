@@ -1,4 +1,4 @@
-"""The ``attention-lessons`` command: doctor, grade, exercises, sync."""
+"""The ``attention-lessons`` command: doctor, grade, exercises, links, sync, bench."""
 
 from __future__ import annotations
 
@@ -71,6 +71,31 @@ def _links(args) -> int:
     return 0
 
 
+#: ``attention-lessons bench`` name → the repository's benchmark script (what ``make bench`` runs).
+BENCHMARKS = {"mha": "benchmarks/bench_mha.py", "grading": "benchmarks/grading_throughput.py",
+              "long": "benchmarks/bench_long.py"}
+
+
+def _bench(args) -> int:
+    import subprocess
+
+    root = Path(args.root).resolve()
+    unknown = [name for name in args.which if name not in ("all", *BENCHMARKS)]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from all, {', '.join(BENCHMARKS)}.")
+    chosen = list(BENCHMARKS) if not args.which or "all" in args.which else args.which
+    missing = [BENCHMARKS[name] for name in chosen if not (root / BENCHMARKS[name]).is_file()]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not found under `--root` {root}: the benchmarks live in the "
+                         "course repository (clone it and run this there, or `make bench`).")
+    for name in chosen:
+        command = [sys.executable, str(root / BENCHMARKS[name])]
+        print("$ " + " ".join(command), flush=True)
+        if not args.dry_run and subprocess.run(command, cwd=root).returncode != 0:
+            return 1
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="attention-lessons", description="The attention course's helper command.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +128,14 @@ def main(argv=None) -> int:
     s = sub.add_parser("sync", help="rewrite notebook title/badge and setup cells and the README course map")
     s.add_argument("--root", default=".")
     s.set_defaults(run=_sync)
+
+    b = sub.add_parser("bench", help="run the benchmarks (results go to benchmarks/*.md, as with `make bench`)")
+    b.add_argument("which", nargs="*", metavar="{all,mha,grading,long}",
+                   help="which benchmarks (default all): mha (ours vs Keras), grading (throughput), "
+                        "long (naive vs chunked)")
+    b.add_argument("--root", default=".", help="repository root (default: .)")
+    b.add_argument("--dry-run", action="store_true", help="print the commands only")
+    b.set_defaults(run=_bench)
 
     args = parser.parse_args(argv)
     try:

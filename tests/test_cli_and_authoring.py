@@ -88,3 +88,25 @@ def test_links_command_rejects_a_hub_that_is_not_a_url():
     done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "links", "--hub", "hub.example.edu"],
                           capture_output=True, text=True)
     assert done.returncode != 0 and "http(s) URL" in done.stderr
+
+
+def test_bench_command_lists_the_same_scripts_as_make_bench():
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "bench", "--dry-run", "--root", str(root)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    scripts = [line.split()[-1] for line in done.stdout.splitlines()]
+    make_bench = (root / "Makefile").read_text().split("\nbench:")[1].split("\n\n")[0]
+    assert scripts and all(Path(s).relative_to(root).as_posix() in make_bench for s in scripts)
+    assert len(scripts) == make_bench.count("benchmarks/")
+
+
+def test_bench_command_outside_the_repository_says_where_the_benchmarks_are(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "bench", "long", "--root", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "benchmarks/bench_long.py not found" in done.stderr and "make bench" in done.stderr
+
+
+def test_bench_command_rejects_an_unknown_benchmark_by_name():
+    done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "bench", "fastest"], capture_output=True, text=True)
+    assert done.returncode == 2 and "'fastest'" in done.stderr
