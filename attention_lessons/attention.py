@@ -329,6 +329,17 @@ def additive_scores(q, k, W_q, W_k, v) -> np.ndarray:
 # ---------------------------------------------------------- scaled dot-product attention
 
 
+def _qkv(q, k, v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Queries (..., T, d), keys (..., S, d) and values (..., S, d_v) as float arrays, or a ValueError."""
+    q, k, v = _as_float(q, "q"), _as_float(k, "k"), _as_float(v, "v")
+    _check_ndim(q, "q", 2, "(..., T, d)")
+    _check_ndim(k, "k", 2, "(..., S, d)")
+    _check_ndim(v, "v", 2, "(..., S, d_v)")
+    _check_last_dims_agree(q, "q", k, "k")
+    _check_last_dims_agree(k, "k", v, "v", -2, -2, "numbers of keys and values (axis -2)")
+    return q, k, v
+
+
 def scaled_dot_product_attention(q, k, v, mask=None):
     r"""Scaled dot-product attention, :math:`\operatorname{softmax}(QK^\top/\sqrt{d})\,V`.
 
@@ -366,14 +377,7 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     >>> w.round(3)
     array([[0.67, 0.33]])
     """
-    q = _as_float(q, "q")
-    k = _as_float(k, "k")
-    v = _as_float(v, "v")
-    _check_ndim(q, "q", 2, "(..., T, d)")
-    _check_ndim(k, "k", 2, "(..., S, d)")
-    _check_ndim(v, "v", 2, "(..., S, d_v)")
-    _check_last_dims_agree(q, "q", k, "k")
-    _check_last_dims_agree(k, "k", v, "v", -2, -2, "numbers of keys and values (axis -2)")
+    q, k, v = _qkv(q, k, v)
     batch = _broadcast_leading({"q": q.shape, "k": k.shape, "v": v.shape})
     work = _work_dtype(q, k, v)
     scores = scaled_dot_scores(q.astype(work), k.astype(work))
@@ -879,14 +883,7 @@ def online_softmax_attention(q, k, v, chunk_size: int, mask=None, causal: bool =
     ...                  scaled_dot_product_attention(q, k, v)[0]))
     True
     """
-    q = _as_float(q, "q")
-    k = _as_float(k, "k")
-    v = _as_float(v, "v")
-    _check_ndim(q, "q", 2, "(..., T, d)")
-    _check_ndim(k, "k", 2, "(..., S, d)")
-    _check_ndim(v, "v", 2, "(..., S, d_v)")
-    _check_last_dims_agree(q, "q", k, "k")
-    _check_last_dims_agree(k, "k", v, "v", -2, -2, "numbers of keys and values (axis -2)")
+    q, k, v = _qkv(q, k, v)
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
     if query_chunk_size is not None:
         query_chunk_size = _check_positive_int(query_chunk_size, "query_chunk_size")

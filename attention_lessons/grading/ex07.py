@@ -10,6 +10,7 @@ and validation splits left out, under a time limit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -25,9 +26,6 @@ EVAL_SECONDS = 60.0
 TARGET = 0.90
 CONTRAST_TARGET = 0.85
 ATTENTION_CLASSES = ("MultiHeadAttention", "Attention", "AdditiveAttention", "GroupedQueryAttention")
-
-_cache: dict = {}
-
 
 class Unusable(Exception):
     """The saved model cannot be loaded or run; the message says why, the hint what to do."""
@@ -76,21 +74,8 @@ def _load(blob: bytes):
 
 
 def _layer_names(model) -> set[str]:
-    names, stack, seen = set(), [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        names.add(type(layer).__name__)
-        stack.extend(getattr(layer, "layers", []) or [])
-        stack.extend(getattr(layer, "_layers", []) or [])
-        stack.extend(v for v in vars(layer).values() if _is_layer(v))
-    return names
-
-
-def _is_layer(value) -> bool:
-    return hasattr(value, "trainable_weights") and hasattr(value, "get_config") and hasattr(value, "call")
+    """Class names of ``model`` and every layer nested in it (blocks hold their attention layers)."""
+    return {type(layer).__name__ for layer in model._flatten_layers(include_self=True, recursive=True)}
 
 
 def _predict(model, x: np.ndarray, deadline: float) -> np.ndarray:
@@ -118,46 +103,55 @@ def _predict(model, x: np.ndarray, deadline: float) -> np.ndarray:
     return np.concatenate(labels) if labels else np.zeros(0, int)
 
 
+@functools.lru_cache(maxsize=1)
+def _seen_sentences() -> frozenset:
+    """The sentences of the students' default training and validation splits."""
+    from .. import data
+
+    default = data.sentiment(seed=0)
+    return frozenset(default.train.extras["text"]) | frozenset(default.val.extras["text"])
+
+
 def _test_set(seed: int):
     from .. import data
 
-    if "seen" not in _cache:
-        default = data.sentiment(seed=0)
-        _cache["seen"] = set(default.train.extras["text"]) | set(default.val.extras["text"])
     fresh = data.sentiment(n_train=0, n_val=0, n_test=3000, seed=seed).test
-    keep = [i for i, t in enumerate(fresh.extras["text"]) if t not in _cache["seen"]][:TEST_SIZE]
+    keep = [i for i, t in enumerate(fresh.extras["text"]) if t not in _seen_sentences()][:TEST_SIZE]
     return fresh.subset(keep)
+
+
+_model: dict = {}         # sha256 of the last file → its model (or why it cannot be used)
+_evaluations: dict = {}   # (sha256, seed) → results
 
 
 def _results(outputs, case: Case) -> dict:
     """Load (once per file) and evaluate (once per seed) the submitted model."""
     blob = np.asarray(outputs[0], dtype=np.uint8).tobytes()
-    key = (hashlib.sha256(blob).hexdigest(), case.secret["seed"])
-    if key not in _cache:
-        if _cache.get("file") != key[0]:
-            _cache.pop("model", None)
-            _cache["file"] = key[0]
-            try:
-                _cache["model"] = _load(blob)
-            except Unusable as exc:
-                _cache["model"] = exc
-        model = _cache["model"]
-        if isinstance(model, Unusable):
-            _cache[key] = {"error": model}
-        else:
-            test = _test_set(case.secret["seed"])
-            try:
-                predicted = _predict(model, test.x, time.monotonic() + EVAL_SECONDS)
-            except Unusable as exc:
-                _cache[key] = {"error": exc, "model": model}
-            else:
-                right = predicted == test.y
-                e = test.extras
-                _cache[key] = {"model": model, "n": len(right), "accuracy": right.mean(),
-                               "contrast": right[e["contrast"]].mean(), "plain": right[~e["contrast"]].mean(),
-                               "plain_negated": right[~e["contrast"] & e["negated"]].mean(),
-                               "positive_rate": predicted.mean()}
-    return _cache[key]
+    sha, seed = hashlib.sha256(blob).hexdigest(), case.secret["seed"]
+    if sha not in _model:   # a new submission: forget the previous one (and its model)
+        _model.clear()
+        _evaluations.clear()
+        try:
+            _model[sha] = _load(blob)
+        except Unusable as exc:
+            _model[sha] = exc
+    if (sha, seed) not in _evaluations:
+        _evaluations[(sha, seed)] = _evaluate(_model[sha], seed)
+    return _evaluations[(sha, seed)]
+
+
+def _evaluate(model, seed: int) -> dict:
+    if isinstance(model, Unusable):
+        return {"error": model}
+    test = _test_set(seed)
+    try:
+        predicted = _predict(model, test.x, time.monotonic() + EVAL_SECONDS)
+    except Unusable as exc:
+        return {"error": exc, "model": model}
+    right, e = predicted == test.y, test.extras
+    return {"model": model, "n": len(right), "accuracy": right.mean(),
+            "contrast": right[e["contrast"]].mean(), "plain": right[~e["contrast"]].mean(),
+            "plain_negated": right[~e["contrast"] & e["negated"]].mean(), "positive_rate": predicted.mean()}
 
 
 def _usable(r: dict) -> tuple[bool, str, str]:
