@@ -5,21 +5,35 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LAB_ARGS ?=
+LAB_ROOT ?= $(CURDIR)
 SUBMISSIONS ?= submissions
 
 .PHONY: install lab test colab bench exercises grade notebooks lock clean
 
+# Root (containers, cloud VMs, Codespaces): JupyterLab refuses to start as root unless told.
+ifeq ($(shell id -u 2>/dev/null),0)
+ROOT_LAB_ARGS := --allow-root
+endif
+
 $(STAMP): pyproject.toml requirements/lock.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]"
-	touch $(STAMP)
+	@echo "Setting up the course in $(VENV): installing the tested versions of requirements/lock.txt"
+	@echo "(TensorFlow, Keras, JupyterLab and the test tools, about 1.5 GB; typically 2-6 minutes the"
+	@echo "first time, depending on the network; later runs reuse $(VENV) and skip this step)."
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]" && \
+	touch $(STAMP) && \
+	echo "Installed in $$(( $$(date +%s) - start )) s. Commands: $(BIN)/attention-lessons --help (or source $(BIN)/activate)."
 
 install: $(STAMP)
 
 ## lab: set everything up and open the course in JupyterLab
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
-		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(LAB_ARGS)
+ifdef ROOT_LAB_ARGS
+	@echo "Running as root (a container or cloud VM?): starting JupyterLab with --allow-root, which it requires then."
+endif
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(LAB_ROOT)" \
+		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(ROOT_LAB_ARGS) $(LAB_ARGS)
 
 ## test: set everything up and run the whole test suite (package, notebooks via nbval, grading,
 ## the course in a real browser, hygiene)

@@ -501,11 +501,11 @@ def key_padding_to_attention_mask(mask) -> np.ndarray:
 
 
 def split_heads(x, num_heads: int) -> np.ndarray:
-    """Split the features into heads: ``(B, T, N*D) -> (B, N, T, D)``.
+    """Split the features into heads: ``(B, T, N*H) -> (B, N, T, H)`` (H: head size, as in lesson 08).
 
-    First reshape to ``(B, T, N, D)``, then move the head axis in front of time. Reshaping
-    straight to ``(B, N, T, D)`` (without the transpose) silently mixes time steps across
-    heads. Any leading dimensions are allowed: ``(..., T, N*D) -> (..., N, T, D)``.
+    First reshape to ``(B, T, N, H)``, then move the head axis in front of time. Reshaping
+    straight to ``(B, N, T, H)`` (without the transpose) silently mixes time steps across
+    heads. Any leading dimensions are allowed: ``(..., T, N*H) -> (..., N, T, H)``.
     """
     x = np.asarray(x)
     num_heads = _check_positive_int(num_heads, "num_heads")
@@ -521,7 +521,7 @@ def split_heads(x, num_heads: int) -> np.ndarray:
 
 
 def merge_heads(x) -> np.ndarray:
-    """Inverse of :func:`split_heads`: ``(B, N, T, D) -> (B, T, N*D)``.
+    """Inverse of :func:`split_heads`: ``(B, N, T, H) -> (B, T, N*H)``.
 
     The head axis must go back behind time before the reshape.
     """
@@ -931,3 +931,164 @@ def online_softmax_attention(q, k, v, chunk_size: int, mask=None, causal: bool =
             m = m_new
         np.divide(acc, l[..., None], out=out[..., i0:i1, :], where=l[..., None] > 0)
     return out.astype(out_dtype, copy=False)
+
+
+# ------------------------------------------------- today's attention (Part V)
+
+__all__ += ["rotary_embedding", "grouped_query_attention", "sliding_window_mask"]
+
+
+def rotary_embedding(x, positions=None, max_wavelength: float = 10000.0) -> np.ndarray:
+    r"""Rotary position embedding (RoPE, Su et al. 2021) with half-split pairs.
+
+    The features of a position ``p`` are read as ``D/2`` pairs, feature ``i`` paired with
+    feature ``i + D/2`` (as in Llama and keras_hub; the original paper pairs neighbours
+    ``2i, 2i+1``, which is the same up to a permutation of the features), and pair ``i``
+    is rotated by the angle :math:`\theta_{p,i} = p \cdot \omega_i`:
+
+    .. math::
+        \omega_i = \text{max\_wavelength}^{-2i/D}, \qquad
+        \begin{pmatrix} y_i \\ y_{i+D/2} \end{pmatrix} =
+        \begin{pmatrix} \cos\theta_{p,i} & -\sin\theta_{p,i} \\
+                        \sin\theta_{p,i} & \cos\theta_{p,i} \end{pmatrix}
+        \begin{pmatrix} x_i \\ x_{i+D/2} \end{pmatrix}.
+
+    Rotating queries and keys this way makes their dot product depend on the positions
+    only through the offset: :math:`R_p q \cdot R_{p'} k = q \cdot R_{p'-p} k`.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., T, D)
+        Queries or keys (e.g. ``(B, N, T, H)`` heads); ``D`` must be even.
+    positions : array_like, shape (T,) or broadcastable to (..., T), optional
+        The position of each row; defaults to ``0 .. T-1``. May be fractional or negative.
+    max_wavelength : float, default 10000.0
+        The longest wavelength, :math:`2\pi \cdot` ``max_wavelength`` positions (pair
+        ``i = 0`` turns fastest, by one radian per position).
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., T, D)
+        In the floating dtype of ``x`` (integers give float64); the angles, sines and
+        cosines are computed in float64.
+
+    Examples
+    --------
+    >>> rotary_embedding([[1.0, 0.0]], positions=[np.pi / 2]).round(6)
+    array([[0., 1.]])
+    """
+    x = _as_float(x, "x")
+    _check_ndim(x, "x", 2, "(..., T, D)")
+    t, d = x.shape[-2], x.shape[-1]
+    if d % 2:
+        raise ValueError(f"`x` has shape {x.shape}: its feature size D={d} must be even "
+                         "(features i and i + D/2 are rotated as a pair).")
+    try:
+        max_wavelength = float(max_wavelength)
+    except (TypeError, ValueError):
+        raise ValueError(f"`max_wavelength` must be a positive number; got {max_wavelength!r}.") from None
+    if not (np.isfinite(max_wavelength) and max_wavelength > 0):
+        raise ValueError(f"`max_wavelength` must be positive and finite; got {max_wavelength!r}.")
+    if positions is None:
+        positions = np.arange(t, dtype=np.float64)
+    else:
+        positions = _as_float(positions, "positions").astype(np.float64)
+        try:
+            fits = positions.ndim >= 1 and np.broadcast_shapes(positions.shape, x.shape[:-1]) == x.shape[:-1]
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"`positions` has shape {positions.shape}, which does not broadcast to "
+                             f"(..., T) = {x.shape[:-1]} from `x` with shape {x.shape}.")
+    frequencies = max_wavelength ** (-np.arange(0, d, 2, dtype=np.float64) / d)   # ω_i, (D/2,)
+    angles = positions[..., None] * frequencies                                 # (..., T, D/2)
+    cos, sin = np.cos(angles), np.sin(angles)
+    x1, x2 = x[..., : d // 2].astype(np.float64), x[..., d // 2:].astype(np.float64)
+    y = np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)      # (..., T, D)
+    return y.astype(x.dtype, copy=False)
+
+
+def grouped_query_attention(q, k, v, mask=None):
+    r"""Grouped-query attention (Ainslie et al. 2023): several query heads share one key/value head.
+
+    The ``Nq`` query heads form ``Nkv`` groups of ``G = Nq / Nkv`` consecutive heads, and
+    query head ``i`` attends with key/value head ``i // G``. ``Nkv = Nq`` is multi-head
+    attention, ``Nkv = 1`` multi-query attention (Shazeer 2019). Only the keys and values
+    of ``Nkv`` heads need to be stored, which is what shrinks a KV cache.
+
+    Parameters
+    ----------
+    q : array_like, shape (B, Nq, T, H)
+        Query heads. Any number of leading dimensions before the head axis.
+    k : array_like, shape (B, Nkv, S, H)
+        Key heads; ``Nkv`` must divide ``Nq``.
+    v : array_like, shape (B, Nkv, S, H_v)
+        Value heads, one per key.
+    mask : array_like of bool, optional
+        Broadcastable to ``(B, Nq, T, S)``, True = may attend (e.g. ``(T, S)`` for all heads,
+        ``(B, 1, 1, S)`` for padding).
+
+    Returns
+    -------
+    output : numpy.ndarray, shape (B, Nq, T, H_v)
+    weights : numpy.ndarray, shape (B, Nq, T, S)
+        As :func:`scaled_dot_product_attention`: masked keys get 0, fully masked rows are
+        all 0 and give a zero output.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.normal(size=(1, 4, 3, 2)), rng.normal(size=(1, 2, 3, 2)), rng.normal(size=(1, 2, 3, 2))
+    >>> out, w = grouped_query_attention(q, k, v)
+    >>> bool(np.allclose(out[:, 3], scaled_dot_product_attention(q[:, 3], k[:, 1], v[:, 1])[0]))
+    True
+    """
+    q, k, v = _qkv(q, k, v)
+    for x, name, what in ((q, "q", "(B, Nq, T, H)"), (k, "k", "(B, Nkv, S, H)"), (v, "v", "(B, Nkv, S, H_v)")):
+        _check_ndim(x, name, 3, what)
+    _check_last_dims_agree(k, "k", v, "v", -3, -3, "numbers of key and value heads (axis -3)")
+    n_q, n_kv = q.shape[-3], k.shape[-3]
+    if n_kv == 0 or n_q % n_kv:
+        raise ValueError(f"`q` has shape {q.shape} and `k` has shape {k.shape}: the number of key/value "
+                         f"heads ({n_kv}) must divide the number of query heads ({n_q}).")
+    group = n_q // n_kv
+    # Repeat each key/value head for the G query heads of its group: head i reads head i // G.
+    k = np.repeat(k, group, axis=-3)                     # (B, Nq, S, H)
+    v = np.repeat(v, group, axis=-3)                     # (B, Nq, S, H_v)
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
+def sliding_window_mask(t: int, s: int | None = None, *, window: int) -> np.ndarray:
+    """Sliding-window (banded) mask: query ``i`` may attend to keys ``j`` with ``|i - j| < window``.
+
+    The band of ``keras.layers.MultiHeadAttention(sliding_window=window)`` and
+    ``GroupQueryAttention``: symmetric, ``window - 1`` keys on either side of the diagonal
+    (top-left aligned when ``t != s``, like :func:`causal_mask`). Combined with
+    :func:`causal_mask` it gives the causal sliding window of Mistral: each query sees
+    itself and the ``window - 1`` keys before it.
+
+    Parameters
+    ----------
+    t : int
+        Number of queries.
+    s : int, optional
+        Number of keys; defaults to ``t``.
+    window : int
+        Width of the band on each side, counting the diagonal, ``>= 1``; keyword only.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (t, s)
+
+    Examples
+    --------
+    >>> (sliding_window_mask(4, window=2) & causal_mask(4)).astype(int)
+    array([[1, 0, 0, 0],
+           [1, 1, 0, 0],
+           [0, 1, 1, 0],
+           [0, 0, 1, 1]])
+    """
+    t = _check_positive_int(t, "t")
+    s = t if s is None else _check_positive_int(s, "s")
+    window = _check_positive_int(window, "window")
+    return np.abs(np.arange(t)[:, None] - np.arange(s)[None, :]) < window

@@ -26,7 +26,7 @@ def _grade(args) -> int:
         return 2
     options = GradeOptions(cell_timeout=args.cell_timeout, call_timeout=args.call_timeout,
                            notebook_timeout=args.notebook_timeout, memory_mb=args.memory_mb,
-                           seed=args.seed, exercise=args.exercise)
+                           seed=args.seed, exercise=args.exercise, isolate=not args.no_isolate)
     rows = grade_many(paths, options, jobs=args.jobs)
     for r in rows:
         print(f"{r['student']:<30} {r['status']:<16} {r['score']:g}/{r['max_score']:g}  {r['seconds']:.1f} s"
@@ -114,6 +114,9 @@ def main(argv=None) -> int:
     g.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds per submission (default 600)")
     g.add_argument("--memory-mb", type=int, default=4096, help="address-space limit of the student's kernel")
     g.add_argument("--seed", type=int, default=20261122, help="seed of the grader's inputs")
+    g.add_argument("--no-isolate", action="store_true",
+                   help="Linux: do not run kernels in a private root file system (only to troubleshoot a kernel "
+                        "that will not start there; the references stay hidden from imports only)")
     g.set_defaults(run=_grade)
 
     e = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")

@@ -44,6 +44,19 @@ EXERCISES: list[tuple[str, str, str]] = [
 ]
 
 
+def lessons_table() -> str:
+    """Markdown table of the lessons, in course order (lesson 00 displays it, so it follows :data:`LESSONS`)."""
+    rows = "\n".join(f"| {stem[:2]} | `notebooks/{stem}.ipynb` | {title} |" for stem, title in LESSONS)
+    return "| # | lesson | topic |\n|---|---|---|\n" + rows
+
+
+def exercises_table() -> str:
+    """Markdown table of the exercises (lesson 00 displays it, so it follows :data:`EXERCISES`)."""
+    rows = "\n".join(f"| {stem[:4]} | `exercises/{stem}.ipynb` | {title} | {covers} |"
+                     for stem, title, covers in EXERCISES)
+    return "| ex | notebook | topic | after lessons |\n|---|---|---|---|\n" + rows
+
+
 def colab_url(path: str) -> str:
     """Colab address that opens ``path`` (relative to the repository root) from GitHub."""
     github = REPOSITORY.removeprefix("https://github.com/")

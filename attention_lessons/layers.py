@@ -1,26 +1,35 @@
 """Keras 3 attention layers written from scratch (lessons 09–13).
 
-:class:`MultiHeadAttention` is a drop-in for ``keras.layers.MultiHeadAttention`` on
-``(batch, time, features)`` inputs: the same constructor arguments (those it supports),
-the same call signature and the same weights, created in the same order, so
+:class:`MultiHeadAttention` is a complete drop-in for ``keras.layers.MultiHeadAttention``
+(Keras 3.15): every constructor argument — ``attention_axes`` (inputs of any rank >= 3,
+e.g. attention over an image's pixels), several output axes, ``sliding_window``,
+``use_gate``, ``flash_attention`` — the same call signature, and the same weights,
+created in the same order, so
 
 >>> ours.set_weights(keras_layer.get_weights())          # doctest: +SKIP
 
 makes the two layers compute the same function. Everything it does is spelled out with
-``add_weight`` and one einsum per matrix product; there is no hidden framework layer.
+``add_weight`` and one einsum per matrix product (equations built for the inputs' rank
+by :func:`_attention_equations`); there is no hidden framework layer. Keras's own test
+file for its layer runs against this one (tests/test_keras_mha_suite.py).
 
 What differs from Keras, on purpose (see :class:`MultiHeadAttention` for details):
 
 * one code path. Keras switches per call between a *fast* path
   (``keras.ops.dot_product_attention``) and an *explicit* one
   (``return_attention_scores=True`` or ``dropout > 0``); ours always computes like the
-  explicit path, and in float32 gives bit-identical outputs and scores to it (measured
-  on CPU; to the fast path it differs by float32 rounding, ~1e-7 relative);
+  explicit path, and in float32 gives the same outputs and scores as it up to float32
+  rounding (the same operations in the same order, but not always the same kernels: equal
+  bit for bit on the course's machine, a few float32 eps — ~1e-7 relative — apart on
+  others); to the fast path it differs by float32 rounding too, ~1e-7 relative;
 * the logits are masked and soft-maxed in float32 whatever the compute dtype, so
   ``mixed_float16`` never sees ``-1e9`` overflow to ``-inf``;
 * a query that may attend to no key gets zero weights and a zero context (its output is
   the output bias). Keras's explicit path does the same, its fast path gives such a row
-  uniform weights (the mean of the values).
+  uniform weights (the mean of the values);
+* with several attention axes, masks work as they should where Keras's break: padding
+  masks are laid out like the scores, and the causal mask and sliding window run along
+  the (one) attention axis, where Keras always takes axis 1.
 
 Also here: :class:`PositionalEmbedding`, :class:`TransformerEncoderBlock`,
 :class:`TransformerDecoderBlock`, :func:`from_keras`, and :func:`chunked_attention`
@@ -31,6 +40,7 @@ This module imports TensorFlow and Keras; the NumPy modules of the package never
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -73,9 +83,9 @@ def _check_int(value, name: str, minimum: int = 1, allow_none: bool = False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
+        raise ValueError(f"Invalid argument `{name}`: it must be an int >= {minimum}; got {value!r}.")
     if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
+        raise ValueError(f"Invalid argument `{name}`: it must be >= {minimum}; got {value}.")
     return int(value)
 
 
@@ -151,11 +161,16 @@ def _fresh_initializer(initializer, seed: int | None, index: int, input_axes: in
     return initializer
 
 
-def _expand_to_heads(mask):
-    """A mask broadcastable to (B, T, S) -> broadcastable to (B, N, T, S)."""
-    # The head axis goes in front of (T, S); a (T, S) mask also gets a batch axis.
-    while len(mask.shape) < 4:
-        mask = ops.expand_dims(mask, axis=-3)
+def _expand_to_heads(mask, rank: int = 4, attention_axes: int = 1):
+    """Give a mask of lower rank the missing axes, at the heads' place.
+
+    The scores have shape ``(B, <other axes>, N, <query positions>, <key positions>)``: for
+    rank-3 inputs ``(B, N, T, S)``. A mask without heads, ``(B, T, S)``, gets its new axis
+    in front of the ``2 · attention_axes`` position axes, and a ``(T, S)`` mask also a batch
+    axis (Keras's rule). ``rank``: the rank to reach; ``attention_axes``: how many axes attend.
+    """
+    while len(mask.shape) < rank:
+        mask = ops.expand_dims(mask, axis=-2 * attention_axes - 1)
     return mask
 
 
@@ -164,11 +179,18 @@ def _einsum(equation, a, b):
 
     ``tf.einsum`` is one op (its transposes and reshapes run inside C++), where
     ``keras.ops.einsum`` issues three to five: fewer ops is what makes small layers fast,
-    eagerly and in graphs. Both give bit-identical float32 and bfloat16 results (measured),
-    but on CPU ``tf.einsum`` accumulates float16 products in float16 (about 10x the
-    error), so float16 keeps Keras's matmul-based route.
+    eagerly and in graphs. For float32 and float64 both are accurate (they may differ in
+    the last bits on some CPUs: other kernels, other summation orders). For float16 and
+    bfloat16 they are not interchangeable: with TensorFlow's own (Eigen) CPU kernels — no
+    oneDNN, as on Apple silicon — ``tf.einsum`` accumulates the products in the
+    narrow dtype itself, an error that grows with the contracted length (measured with
+    ``scripts/portable.py``, relative to the largest output, length 1024: float16 1.1e-2
+    instead of 2.7e-4, bfloat16 6.5e-2 instead of 4.8e-3). ``keras.ops.einsum`` goes through
+    ``tf.matmul``, which accumulates in float32 with and without oneDNN (measured), so both
+    narrow dtypes take Keras's route (with oneDNN, on the course's machine, the two gave
+    bit-identical results).
     """
-    if _dtype_name(a) == "float16":
+    if _dtype_name(a) in _LOW_PRECISION:
         return ops.einsum(equation, a, b)
     return tf.einsum(equation, a, b)
 
@@ -178,6 +200,191 @@ def _causal_mask(t, s):
     rows = ops.expand_dims(ops.arange(t), -1)        # (T, 1)
     cols = ops.expand_dims(ops.arange(s), 0)         # (1, S)
     return ops.expand_dims(ops.greater_equal(rows, cols), 0)
+
+
+def _sliding_window_mask(t, s, window: int):
+    """(1, T, S) bool, True where ``|t - s| < window``: a band of ``2·window - 1`` keys.
+
+    Keras's ``sliding_window`` is symmetric: query ``t`` sees keys ``t-window+1 .. t+window-1``
+    (cut at 0 and S-1). ANDed with the causal mask it becomes the causal sliding window of
+    Mistral or Gemma: keys ``t-window+1 .. t``, the query itself and ``window-1`` before it.
+    """
+    rows = ops.expand_dims(ops.arange(t), -1)        # (T, 1)
+    cols = ops.expand_dims(ops.arange(s), 0)         # (1, S)
+    return ops.expand_dims(ops.less(ops.abs(rows - cols), window), 0)
+
+
+# --------------------------------------------------- einsum equations for any attention_axes
+
+# An einsum equation names every axis with a letter. Fixed: b (batch), n (heads), h (the
+# channels of one head), d (input features). The other axes take letters from these pools,
+# in order, so that a (batch, time, features) input gives the equations of lesson 09.
+_FREE_LETTERS = "acfgi"        # axes that do not attend: every index has its own attention
+_QUERY_LETTERS = "tuvwxyz"     # the queries' attention axes: t ("target"), u, v, ...
+_KEY_LETTERS = "srqpoml"       # the keys' and values' attention axes: s ("source"), r, q, ...
+_OUTPUT_LETTERS = "dejk"       # the output's feature axes (output_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionEquations:
+    """The einsum equations of one :class:`MultiHeadAttention` layer (``layer.equations``).
+
+    ``query`` projects the query (and the gate), ``key`` the key and the value, ``scores``
+    takes query·key dot products, ``combine`` averages the values with the weights,
+    ``output`` projects the heads back to the output features. ``rank`` is the inputs'
+    rank; ``attention_axes`` (in the order given) and ``free_axes`` (those that do not
+    attend) are axes of the inputs. The scores end with one query and one key axis per
+    attention axis; the softmax runs over the key axes together.
+    """
+
+    query: str
+    key: str
+    scores: str
+    combine: str
+    output: str
+    rank: int
+    attention_axes: tuple
+    free_axes: tuple
+
+
+def _normalize_attention_axes(attention_axes, rank: int, shape=None) -> tuple:
+    """``attention_axes`` (None, or axes of the inputs, negative allowed) -> positive axes.
+
+    None means every axis except the batch (0) and the features (rank - 1), as in Keras. A
+    negative axis counts from the end of the *inputs*: for rank 4, -2 is axis 2.
+    """
+    if attention_axes is None:
+        return tuple(range(1, rank - 1))
+    axes = tuple(a + rank if a < 0 else a for a in attention_axes)
+    for given, axis in zip(attention_axes, axes):
+        if not 1 <= axis <= rank - 2:
+            shown = "" if shape is None else f" (shape {tuple(shape)})"
+            raise ValueError(
+                f"`attention_axes`={tuple(attention_axes)} names axis {given}, which is not an axis "
+                f"that inputs of rank {rank}{shown} can attend over: use axes 1 .. {rank - 2} (or "
+                f"{-(rank - 1)} .. -2); axis 0 is the batch and axis {rank - 1} (-1) the features."
+            )
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"`attention_axes`={tuple(attention_axes)} names the same axis twice "
+                         f"for inputs of rank {rank}: {axes}.")
+    return axes
+
+
+def _attention_equations(rank: int, attention_axes: tuple, output_axes: int = 1) -> AttentionEquations:
+    """The einsum equations of multi-head attention over ``attention_axes`` of rank-``rank`` inputs.
+
+    The idea of Keras's ``_build_attention_equation``, with readable letters. Every axis of
+    the inputs between batch and features either *attends* (its positions are the query and
+    key positions) or is *free*: each of its indices is a separate attention problem, like
+    the batch (query and key must then have the same size there). After the projection
+    every input axis keeps its letter and ``nh`` (heads, channels) replaces the features.
+    A query axis and the matching key axis need two letters (t and s), since T may differ
+    from S; a free axis shares one. The scores are laid out as
+    ``(batch, <free axes>, heads, <query positions>, <key positions>)``. Examples
+    (scores, then combine):
+
+    * a sequence ``(B, T, D)``, axis 1 — lesson 09's ``btnh,bsnh->bnts`` and
+      ``bnts,bsnh->btnh``;
+    * an image ``(B, rows, cols, C)``, axes (1, 2) — ``btunh,bsrnh->bntusr`` and
+      ``bntusr,bsrnh->btunh``: every pixel ``(t, u)`` attends to every pixel ``(s, r)``, and
+      the softmax runs over both key axes ``s, r`` together (``rows · cols`` keys);
+    * ``A`` sequences side by side ``(B, A, T, D)``, axis 2 — ``batnh,basnh->bants`` and
+      ``bants,basnh->batnh``: axis 1 (``a``) is free, like the batch.
+
+    The projections are ``btd,dnh->btnh`` (a sequence) or ``btud,dnh->btunh`` (an image),
+    the output projection ``btnh,nhd->btd`` (with ``output_shape=(P, Q)``: ``btnh,nhde->btde``).
+    """
+    n_free = rank - 2 - len(attention_axes)
+    if len(attention_axes) > len(_QUERY_LETTERS) or n_free > len(_FREE_LETTERS) or \
+            output_axes > len(_OUTPUT_LETTERS):
+        raise ValueError(
+            f"Inputs of rank {rank} with attention_axes={attention_axes} and {output_axes} output axes "
+            f"need more einsum letters than this layer names: at most {len(_QUERY_LETTERS)} attention "
+            f"axes, {len(_FREE_LETTERS)} other axes and {len(_OUTPUT_LETTERS)} output axes."
+        )
+    free_axes = tuple(axis for axis in range(1, rank - 1) if axis not in attention_axes)
+    query, key = "b", "b"                                  # the letters of the inputs' axes
+    for axis in range(1, rank - 1):
+        if axis in attention_axes:
+            i = attention_axes.index(axis)                 # in the order the user gave them
+            query, key = query + _QUERY_LETTERS[i], key + _KEY_LETTERS[i]
+        else:
+            letter = _FREE_LETTERS[free_axes.index(axis)]
+            query, key = query + letter, key + letter
+    free = "".join(_FREE_LETTERS[:n_free])
+    positions_q = _QUERY_LETTERS[:len(attention_axes)]
+    positions_k = _KEY_LETTERS[:len(attention_axes)]
+    scores = f"b{free}n{positions_q}{positions_k}"
+    out = _OUTPUT_LETTERS[:output_axes]
+    return AttentionEquations(
+        query=f"{query}d,dnh->{query}nh",
+        key=f"{key}d,dnh->{key}nh",
+        scores=f"{query}nh,{key}nh->{scores}",
+        combine=f"{scores},{key}nh->{query}nh",
+        output=f"{query}nh,nh{out}->{query}{out}",
+        rank=rank,
+        attention_axes=tuple(attention_axes),
+        free_axes=free_axes,
+    )
+
+
+def _softmax_over_keys(logits, key_axes: int):
+    """Softmax over the last ``key_axes`` axes together: all the key positions of one query."""
+    if key_axes == 1 and len(logits.shape) <= 5:
+        return ops.softmax(logits, axis=-1)
+    # Several key axes (an image's rows and columns: rows·cols keys per query), or scores of
+    # rank > 5, which oneDNN's softmax kernel refuses: the same three steps, by hand.
+    axes = tuple(range(-key_axes, 0))
+    shifted = ops.subtract(logits, ops.max(logits, axis=axes, keepdims=True))   # <= 0: no overflow
+    exponentials = ops.exp(shifted)
+    return ops.divide(exponentials, ops.sum(exponentials, axis=axes, keepdims=True))
+
+
+def _check_output_shape(output_shape):
+    """None, an int, or a tuple of ints >= 1 -> None or a tuple of ints."""
+    if output_shape is None:
+        return None
+    if isinstance(output_shape, numbers.Integral) and not isinstance(output_shape, bool):
+        output_shape = (output_shape,)
+    else:
+        try:
+            output_shape = tuple(output_shape)
+        except TypeError:
+            raise ValueError(
+                "Invalid `output_shape`: it must be an int or a tuple of ints (the output's "
+                f"feature axes); got {output_shape!r}."
+            ) from None
+    if not 1 <= len(output_shape) <= len(_OUTPUT_LETTERS):
+        raise ValueError(
+            f"Invalid `output_shape`: it must have 1 to {len(_OUTPUT_LETTERS)} axes; got {output_shape!r}."
+        )
+    return tuple(_check_int(size, "output_shape") for size in output_shape)
+
+
+def _check_attention_axes(attention_axes):
+    """None, an int or a list/tuple of ints (not the batch axis 0) -> None or a tuple."""
+    if attention_axes is None:
+        return None
+    if isinstance(attention_axes, numbers.Integral) and not isinstance(attention_axes, bool):
+        attention_axes = (attention_axes,)
+    if not isinstance(attention_axes, (list, tuple)) or not attention_axes or any(
+            isinstance(a, bool) or not isinstance(a, numbers.Integral) for a in attention_axes):
+        raise ValueError(
+            "`attention_axes` must be None, an int, or a non-empty list or tuple of ints (axes of "
+            f"the inputs); got {attention_axes!r}."
+        )
+    attention_axes = tuple(int(a) for a in attention_axes)
+    if 0 in attention_axes:
+        raise ValueError(f"`attention_axes`={attention_axes} includes axis 0, the batch axis, "
+                         "which never attends.")
+    if len(set(attention_axes)) != len(attention_axes):
+        raise ValueError(f"`attention_axes`={attention_axes} names the same axis twice.")
+    return attention_axes
+
+
+def _dims_agree(a, b) -> bool:
+    """Two shapes with the same rank and equal sizes wherever both are known."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 # ----------------------------------------------------------------- MultiHeadAttention
@@ -195,6 +402,11 @@ class MultiHeadAttention(keras.layers.Layer):
         A_n = \operatorname{softmax}\!\big(Q_n K_n^\top / \sqrt{H} \;\text{(masked)}\big),
         \qquad \text{output} = \sum_n A_n V_n W^O_n + b^O .
 
+    With ``use_gate=True`` each head's context is multiplied, channel by channel, by a gate
+    computed from the query, before the output projection:
+    :math:`\text{output} = \sum_n \big(\sigma(x_q W^G_n + b^G_n) \odot A_n V_n\big) W^O_n + b^O`
+    (Qiu et al. 2025, "Gated Attention for Large Language Models").
+
     Parameters
     ----------
     num_heads : int
@@ -206,15 +418,37 @@ class MultiHeadAttention(keras.layers.Layer):
     dropout : float, default 0.0
         Dropout rate on the attention weights, applied only when ``training=True``.
     use_bias : bool, default True
-        Add biases to the four projections.
-    output_shape : int or tuple of one int, optional
-        Output feature size ``D_out``; defaults to the query's feature size. (Keras also
-        accepts several output axes; this layer supports one.)
+        Add biases to the projections (and the gate).
+    output_shape : int or tuple of ints, optional
+        The output's feature axes: ``8`` gives ``(B, T, 8)``, ``(8, 8)`` gives
+        ``(B, T, 8, 8)``. Defaults to the query's feature size.
+    attention_axes : int or tuple of ints, optional
+        The axes of the inputs that attend; the default ``None`` means every axis between
+        batch and features. For a sequence ``(B, T, D)`` that is axis 1. For an image
+        ``(B, rows, cols, C)`` the default ``(1, 2)`` lets every pixel attend to every pixel
+        (the softmax runs over ``rows · cols`` keys); ``attention_axes=2`` makes each row a
+        separate sequence whose pixels attend within the row (axial attention). An axis that
+        does not attend works like the batch: query and key must have the same size there.
+        Negative axes count from the end of the inputs (``-2``: the axis before the features).
+    sliding_window : int, optional
+        Query position ``t`` sees only key positions ``s`` with ``|t - s| < sliding_window``
+        (Keras's symmetric band of ``2·sliding_window - 1`` keys). With
+        ``use_causal_mask=True``: ``t - sliding_window < s <= t``, the causal sliding window
+        of Mistral and Gemma. It is ANDed with every other mask. Needs one attention axis.
+    flash_attention : bool, optional
+        Keras's request for a fused flash-attention kernel. ``None`` (default) and ``False``:
+        ordinary attention (on TensorFlow there is no such kernel, and Keras's global
+        ``keras.config.enable_flash_attention()`` only means "where available"). ``True``
+        means "must": as Keras on TensorFlow, the layer then raises where Keras would call
+        the kernel (rank-3 inputs), with ``dropout > 0`` at construction, and with
+        ``return_attention_scores=True`` at call.
     kernel_initializer, bias_initializer : str, dict or keras.initializers.Initializer
         Each weight gets its own copy (initialisers are stateless in Keras 3), and kernels
         are initialised as the 2-D matrices they are (``(D, N·H)`` and ``(N·Hv, D_out)``).
     kernel_regularizer, bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint
-        As in Keras.
+        As in Keras (they apply to the gate's weights too).
+    use_gate : bool, default False
+        Gate each head's context with ``sigmoid(x_q W^G + b^G)``, before the output projection.
     seed : int, optional
         Seeds the dropout and, unlike Keras, also the initial weights: the same seed gives
         the same initial weights, and every weight gets its own seed derived from it.
@@ -224,31 +458,40 @@ class MultiHeadAttention(keras.layers.Layer):
     Call arguments
     --------------
     query : tensor, shape (B, T, D_q)
+        Or any rank >= 3, ``(B, ..., D_q)``, with ``attention_axes``.
     value : tensor, shape (B, S, D_v)
+        The same rank as ``query``; equal sizes on the axes that do not attend.
     key : tensor, shape (B, S, D_k), optional
-        Defaults to ``value``.
+        Defaults to ``value``. All its axes but the last equal the value's.
     query_mask, value_mask, key_mask : bool tensor, shape (B, T) / (B, S), optional
-        Padding masks (True = real token). Keras fills them in from the inputs' Keras masks
+        Padding masks (True = real token; for other ranks, the input's shape without the
+        features). Keras fills them in from the inputs' Keras masks
         (``Embedding(mask_zero=True)``); they become ``[B, T, 1]`` and ``[B, 1, S]`` masks.
         Unlike Keras, an explicitly passed ``query_mask`` is honoured, and the inputs keep
         their Keras masks after the call.
     attention_mask : bool or 0/1 int tensor, broadcastable to (B, T, S), optional
         True = query ``t`` may attend to key ``s``. ``(T, S)`` and ``(B, N, T, S)`` work too.
+        For other inputs: broadcastable to the scores without (or with) the heads axis,
+        e.g. ``(B, rows, cols, rows, cols)`` for an image.
     return_attention_scores : bool, default False
-        Also return the attention weights ``(B, N, T, S)`` (before dropout).
+        Also return the attention weights (before dropout).
     training : bool, optional
         Dropout is active only when True.
     use_causal_mask : bool, default False
-        Query ``t`` sees keys ``0..t`` only (top-left aligned when ``T != S``).
+        Query ``t`` sees keys ``0..t`` only (top-left aligned when ``T != S``). Needs one
+        attention axis (positions along it count as time).
 
     All masks are combined with a logical AND.
 
     Returns
     -------
     output : tensor, shape (B, T, D_out)
-        In the compute dtype; it carries the query's Keras mask.
+        The query's shape with ``output_shape`` for its last axis, in the compute dtype; it
+        carries the query's Keras mask.
     scores : tensor, shape (B, N, T, S)
-        Only with ``return_attention_scores=True``.
+        Only with ``return_attention_scores=True``. In general
+        ``(B, <axes that do not attend>, N, <query positions>, <key positions>)``: for an
+        image with the default axes ``(B, N, rows, cols, rows, cols)``.
 
     Notes
     -----
@@ -261,20 +504,41 @@ class MultiHeadAttention(keras.layers.Layer):
     visible key, those rows already sum to 1 and need no renormalising; a *fully masked*
     row becomes all zeros, so its context is 0 and its output equals the output bias —
     never NaN, in any dtype. Keras's explicit path gives the same zeros; its fast path
-    gives uniform weights. The weights go back to the compute dtype before the dropout
-    and the product with the values.
+    (rank-3 inputs, no dropout, no scores returned) gives uniform weights, the mean of the
+    values. Rows can be fully masked by padding, by ``attention_mask``, and by a
+    ``sliding_window`` when ``T > S`` (a query beyond the last key plus the window).
+    The weights go back to the compute dtype before the dropout and the product with the
+    values.
+
+    *Several axes.* The einsum equations are built for the inputs' rank and
+    ``attention_axes`` at build time and kept in ``layer.equations``
+    (:class:`AttentionEquations`; see :func:`_attention_equations` for examples). Keras
+    takes its explicit path for every input of rank > 3, so ours computes the same thing.
+    Where Keras's masks break on such inputs, this layer is consistent: padding masks are
+    laid out like the scores, a causal mask or sliding window runs along the one attention
+    axis (Keras builds it from axis 1 whatever ``attention_axes`` says, and fails unless
+    that is the attention axis), and masks of different ranks gain their missing axes at
+    the heads' place before they are combined.
 
     *Weights* (``get_weights()`` order, as Keras): query kernel ``(D_q, N, H)``, query bias
-    ``(N, H)``, key kernel ``(D_k, N, H)``, key bias, value kernel ``(D_v, N, Hv)``, value
-    bias ``(N, Hv)``, output kernel ``(N, Hv, D_out)``, output bias ``(D_out,)``; without
-    biases only the four kernels. Inputs must be rank 3 (Keras's ``attention_axes`` for
-    images etc. is not supported).
+    ``(N, H)``, key kernel ``(D_k, N, H)``, key bias, [gate kernel ``(D_q, N, Hv)``, gate
+    bias ``(N, Hv)``, with ``use_gate``], value kernel ``(D_v, N, Hv)``, value bias
+    ``(N, Hv)``, output kernel ``(N, Hv, *output_shape)``, output bias ``output_shape``;
+    without biases only the kernels.
+
+    *Override point.* ``_compute_attention(query, key, value, attention_mask, training,
+    return_attention_scores, use_causal_mask)`` takes the projected heads and returns
+    ``(context, scores)``, with Keras's signature, so subclasses written for Keras's layer
+    work here too.
 
     Examples
     --------
     >>> layer = MultiHeadAttention(num_heads=2, key_dim=4)              # doctest: +SKIP
     >>> out, scores = layer(x, x, use_causal_mask=True,
     ...                     return_attention_scores=True)               # doctest: +SKIP
+    >>> images = keras.Input((8, 8, 16))                                # doctest: +SKIP
+    >>> MultiHeadAttention(2, 8)(images, images).shape                  # doctest: +SKIP
+    (None, 8, 8, 16)
     """
 
     def __init__(
@@ -285,6 +549,9 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout: float = 0.0,
         use_bias: bool = True,
         output_shape=None,
+        attention_axes=None,
+        sliding_window: int | None = None,
+        flash_attention: bool | None = None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -292,6 +559,7 @@ class MultiHeadAttention(keras.layers.Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        use_gate: bool = False,
         seed: int | None = None,
         **kwargs,
     ):
@@ -299,23 +567,24 @@ class MultiHeadAttention(keras.layers.Layer):
         key_dim = _check_int(key_dim, "key_dim")
         value_dim = _check_int(value_dim, "value_dim", allow_none=True)
         dropout = _check_rate(dropout, "dropout")
-        if not isinstance(use_bias, (bool, np.bool_)):
-            raise ValueError(f"`use_bias` must be True or False; got {use_bias!r}.")
+        for flag, name in ((use_bias, "use_bias"), (use_gate, "use_gate")):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"`{name}` must be True or False; got {flag!r}.")
+        if flash_attention is not None and not isinstance(flash_attention, (bool, np.bool_)):
+            raise ValueError(f"`flash_attention` must be None, True or False; got {flash_attention!r}.")
         seed = _check_int(seed, "seed", minimum=0, allow_none=True)
-        if output_shape is not None and not isinstance(output_shape, numbers.Integral):
-            try:
-                output_shape = tuple(output_shape)
-            except TypeError:
-                raise ValueError(
-                    f"`output_shape` must be an int or a tuple of one int; got {output_shape!r}."
-                ) from None
-            if len(output_shape) != 1:
-                raise ValueError(
-                    "`output_shape` must be an int or a tuple of one int (one output feature "
-                    f"axis); got {output_shape!r}."
-                )
-            output_shape = output_shape[0]
-        output_dim = _check_int(output_shape, "output_shape", allow_none=True)
+        output_shape = _check_output_shape(output_shape)
+        attention_axes = _check_attention_axes(attention_axes)
+        sliding_window = _check_int(sliding_window, "sliding_window", allow_none=True)
+        # Keras: the argument, or else the global switch (keras.config.enable_flash_attention
+        # stores None, "where available"; only an explicit True insists).
+        use_flash = bool(flash_attention or keras.config.is_flash_attention_enabled())
+        if use_flash and dropout > 0.0:
+            raise ValueError(
+                f"`dropout`={dropout} with `flash_attention=True`: Dropout is not supported when "
+                "flash attention is enabled (a fused kernel never holds the weights to drop). "
+                "Set dropout=0.0, or flash_attention=None."
+            )
         # Keras's Layer handles activity_regularizer itself (applied to the output).
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.supports_masking = True
@@ -324,7 +593,12 @@ class MultiHeadAttention(keras.layers.Layer):
         self.value_dim = key_dim if value_dim is None else value_dim
         self.dropout = dropout
         self.use_bias = bool(use_bias)
-        self._output_dim = output_dim
+        self.use_gate = bool(use_gate)
+        self._output_shape = output_shape             # None or a tuple (Keras's name)
+        self.attention_axes = attention_axes          # as given (None = all); see build
+        self.sliding_window = sliding_window
+        self.flash_attention = None if flash_attention is None else bool(flash_attention)
+        self._flash_attention = use_flash             # what the layer does (Keras's name)
         self.seed = seed
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -333,6 +607,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self._inverse_sqrt_key_dim = 1.0 / math.sqrt(float(key_dim))
+        self.equations = None                         # set by build: depends on the inputs' rank
         self.dropout_layer = keras.layers.Dropout(
             rate=dropout, seed=seed, dtype=self.dtype_policy, name="attention_dropout"
         )
@@ -340,25 +615,44 @@ class MultiHeadAttention(keras.layers.Layer):
     # ------------------------------------------------------------------ build
 
     def build(self, query_shape, value_shape, key_shape=None):
-        """Create the eight weights (four without biases) in Keras's order."""
+        """Check the shapes, build the einsum equations, create the weights in Keras's order."""
         key_shape = value_shape if key_shape is None else key_shape
-        for shape, name in ((query_shape, "query"), (value_shape, "value"), (key_shape, "key")):
-            if len(shape) != 3 or shape[-1] is None:
-                raise ValueError(
-                    f"`{name}` must have shape (batch, time, features) with known features; "
-                    f"got shape {tuple(shape)}."
-                )
-        if value_shape[1] is not None and key_shape[1] is not None and value_shape[1] != key_shape[1]:
+        query_shape, value_shape, key_shape = tuple(query_shape), tuple(value_shape), tuple(key_shape)
+        if not _dims_agree(value_shape[1:-1], key_shape[1:-1]):
             raise ValueError(
-                f"`key` has shape {tuple(key_shape)} and `value` has shape {tuple(value_shape)}: "
-                "they need one value per key (equal axis 1)."
+                f"`key` has shape {key_shape} and `value` has shape {value_shape}: all their dimensions, "
+                "except the last one (features), must be equal (one value per key)."
             )
+        rank = len(query_shape)
+        for shape, name in ((query_shape, "query"), (value_shape, "value"), (key_shape, "key")):
+            if len(shape) < 3 or shape[-1] is None:
+                raise ValueError(
+                    f"`{name}` must have shape (batch, time, features) — or (batch, ..., features), "
+                    f"rank >= 3 — with known features; got shape {shape}."
+                )
+            if len(shape) != rank:
+                raise ValueError(f"`query` has shape {query_shape} and `{name}` has shape {shape}: "
+                                 "they must have the same rank.")
+        axes = _normalize_attention_axes(self.attention_axes, rank, query_shape)
+        for axis in range(1, rank - 1):
+            if axis not in axes and not _dims_agree(query_shape[axis:axis + 1], value_shape[axis:axis + 1]):
+                raise ValueError(
+                    f"`query` has shape {query_shape} and `value` has shape {value_shape}: axis {axis} "
+                    f"does not attend (attention_axes={axes}), so each of its indices is a separate "
+                    "attention problem, and its sizes must be equal."
+                )
+        if self.sliding_window is not None and len(axes) > 1:
+            raise ValueError(
+                f"`sliding_window`={self.sliding_window} needs one attention axis along which to "
+                f"count positions; got attention_axes={axes} for inputs of shape {query_shape}."
+            )
+        d_out = (query_shape[-1],) if self._output_shape is None else self._output_shape
+        self.equations = _attention_equations(rank, axes, len(d_out))
         n, h, h_v = self.num_heads, self.key_dim, self.value_dim
-        d_out = query_shape[-1] if self._output_dim is None else self._output_dim
 
         def weight(index, name, shape):
-            # `index` is the weight's place in Keras's order; it also picks its seed, so a
-            # kernel's initial values do not depend on use_bias.
+            # `index` picks the weight's seed (0-7 in Keras's order without the gate, 8-9 for
+            # the gate), so a kernel's initial values depend neither on use_bias nor on use_gate.
             if name.endswith("kernel"):
                 # (D, N, H) kernels take their first axis as input, (N, Hv, D_out) its first two.
                 init = _fresh_initializer(self.kernel_initializer, self.seed, index,
@@ -377,10 +671,14 @@ class MultiHeadAttention(keras.layers.Layer):
         self.query_bias = bias(1, "query_bias", (n, h))
         self.key_kernel = weight(2, "key_kernel", (key_shape[-1], n, h))
         self.key_bias = bias(3, "key_bias", (n, h))
+        self.gate_kernel = self.gate_bias = None
+        if self.use_gate:                  # Keras creates the gate between the key and the value
+            self.gate_kernel = weight(8, "gate_kernel", (query_shape[-1], n, h_v))
+            self.gate_bias = bias(9, "gate_bias", (n, h_v))
         self.value_kernel = weight(4, "value_kernel", (value_shape[-1], n, h_v))
         self.value_bias = bias(5, "value_bias", (n, h_v))
-        self.output_kernel = weight(6, "output_kernel", (n, h_v, d_out))
-        self.output_bias = bias(7, "output_bias", (d_out,))
+        self.output_kernel = weight(6, "output_kernel", (n, h_v, *d_out))
+        self.output_bias = bias(7, "output_bias", d_out)
         self.built = True
 
     # ------------------------------------------------------------------ call
@@ -398,32 +696,60 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
         use_causal_mask=False,
     ):
+        # Shape comments are for (batch, time, features) inputs. With more axes, T stands for
+        # all of the query's axes between batch and features, S for the key's (see
+        # self.equations for the exact einsums).
         if key is None:
             key = value
+        equations = self.equations
+        if len(query.shape) != equations.rank:
+            raise ValueError(f"`query` has shape {tuple(query.shape)}, but the layer was built for "
+                             f"inputs of rank {equations.rank}.")
+        if use_causal_mask and len(equations.attention_axes) > 1:
+            raise ValueError(
+                "`use_causal_mask=True` needs one attention axis along which to count time; got "
+                f"attention_axes={equations.attention_axes} for `query` of shape {tuple(query.shape)}."
+            )
         # Layer.__call__ fills the *_mask arguments from the inputs' Keras masks, but only
         # when it sees several tensor arguments, and a direct .call() never: read them here.
         query_mask = _get_keras_mask(query) if query_mask is None else query_mask
         value_mask = _get_keras_mask(value) if value_mask is None else value_mask
         if key_mask is None and key is not value:
             key_mask = _get_keras_mask(key)
-        mask = self._compute_attention_mask(
+        # As in Keras: when the causal mask is the only mask, _compute_attention builds it
+        # itself (Keras, to reach a fused causal kernel; we, to know that no row is empty).
+        # Not for a subclass that overrides _compute_attention: it gets the whole mask.
+        causal_only = (
+            use_causal_mask
+            and all(m is None for m in (query_mask, value_mask, key_mask, attention_mask))
+            and self.sliding_window is None
+            and type(self)._compute_attention is MultiHeadAttention._compute_attention
+        )
+        mask = None if causal_only else self._compute_attention_mask(
             query, value, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
         )
 
         # Projections: one matrix product per input, all heads at once.
-        q = _einsum("btd,dnh->btnh", query, self.query_kernel)       # (B, T, N, H)
-        k = _einsum("bsd,dnh->bsnh", key, self.key_kernel)           # (B, S, N, H)
-        v = _einsum("bsd,dnh->bsnh", value, self.value_kernel)       # (B, S, N, Hv)
+        if self.use_gate:
+            gate = _einsum(equations.query, query, self.gate_kernel)    # (B, T, N, Hv)
+            if self.use_bias:
+                gate = ops.add(gate, self.gate_bias)
+            gate = ops.sigmoid(gate)                                     # each in (0, 1)
+        q = _einsum(equations.query, query, self.query_kernel)          # (B, T, N, H)
+        k = _einsum(equations.key, key, self.key_kernel)                # (B, S, N, H)
+        v = _einsum(equations.key, value, self.value_kernel)            # (B, S, N, Hv)
         if self.use_bias:
             q = ops.add(q, self.query_bias)
             k = ops.add(k, self.key_bias)
             v = ops.add(v, self.value_bias)
 
-        # A causal mask alone leaves every query key 0, so no row can be fully masked.
-        rows_may_be_empty = any(m is not None for m in (query_mask, value_mask, key_mask, attention_mask))
-        context, scores = self._compute_attention(q, k, v, mask, training,
-                                                  rows_may_be_empty)      # (B, T, N, Hv)
-        output = _einsum("btnh,nhd->btd", context, self.output_kernel)   # (B, T, D_out)
+        context, scores = self._compute_attention(
+            q, k, v, mask, training, return_attention_scores,
+            **({"use_causal_mask": True} if causal_only else {}),
+        )                                                                # (B, T, N, Hv)
+        if self.use_gate:
+            context = ops.multiply(context, gate)                        # (B, T, N, Hv)
+        output = _einsum(equations.output, context, self.output_kernel)  # (B, T, D_out)
         if self.use_bias:
             output = ops.add(output, self.output_bias)
 
@@ -433,25 +759,51 @@ class MultiHeadAttention(keras.layers.Layer):
             return output, scores
         return output
 
-    def _compute_attention(self, q, k, v, mask=None, training=None, rows_may_be_empty=True):
-        """Scaled dot-product attention on projected heads.
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, use_causal_mask=False):
+        """Scaled dot-product attention on projected heads (Keras's signature and override point).
 
-        ``q`` (B, T, N, H), ``k`` (B, S, N, H), ``v`` (B, S, N, Hv); ``mask`` bool,
-        broadcastable to (B, T, S), or None. ``rows_may_be_empty=False`` promises that
-        every query sees at least one key, which saves a pass over the weights. Returns the
-        context (B, T, N, Hv) and the weights (B, N, T, S) before dropout.
+        ``query`` (B, T, N, H), ``key`` (B, S, N, H), ``value`` (B, S, N, Hv) (more axes with
+        ``attention_axes``); ``attention_mask`` bool, broadcastable to (B, T, S), or None;
+        ``use_causal_mask`` adds the causal mask here. Returns the context (B, T, N, Hv)
+        and the weights (B, N, T, S) before dropout.
         """
+        if self._flash_attention:           # what Keras's layer does on TensorFlow
+            if return_attention_scores:
+                raise ValueError(
+                    "`return_attention_scores=True` with `flash_attention=True`: Returning attention "
+                    "scores is not supported when flash attention is enabled. Please disable flash "
+                    "attention to access attention scores."
+                )
+            if len(query.shape) == 4:       # rank-3 inputs: where Keras would call the kernel
+                raise ValueError(
+                    "`flash_attention=True`: Flash attention is not supported in tensorflow backend "
+                    "(Keras has flash kernels on JAX and torch only; keras.layers.MultiHeadAttention "
+                    "raises here too). Use flash_attention=None."
+                )
+        equations = self.equations
+        key_axes = len(equations.attention_axes)
+        # A causal mask alone leaves every query key 0, so no row can be fully masked.
+        rows_may_be_empty = attention_mask is not None
+        if use_causal_mask:
+            axis = equations.attention_axes[0]
+            causal = _causal_mask(ops.shape(query)[axis], ops.shape(key)[axis])   # (1, T, S)
+            attention_mask = causal if attention_mask is None else ops.logical_and(
+                ops.cast(attention_mask, "bool"), causal)
+
         # Scaling the query (T·H numbers) is cheaper than scaling the logits (T·S).
-        q = ops.multiply(q, ops.cast(self._inverse_sqrt_key_dim, q.dtype))
+        query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))
         # q first: the result comes out as (B, N, T, S) with no transpose of the logits.
-        logits = _einsum("btnh,bsnh->bnts", q, k)                    # (B, N, T, S)
+        logits = _einsum(equations.scores, query, key)                 # (B, N, T, S)
         compute_dtype = _dtype_name(logits)
         if compute_dtype in _LOW_PRECISION:
             logits = ops.cast(logits, "float32")
-        if mask is not None:
-            mask = _expand_to_heads(mask)                               # (B|1, N|1, T, S)
+        mask = None
+        if attention_mask is not None:
+            mask = _expand_to_heads(ops.cast(attention_mask, "bool"), len(logits.shape),
+                                    key_axes)                           # (B|1, N|1, T, S)
             logits = ops.where(mask, logits, ops.cast(_MASK_FILL, logits.dtype))
-        weights = ops.softmax(logits, axis=-1)
+        weights = _softmax_over_keys(logits, key_axes)
         if mask is not None and rows_may_be_empty:
             # Only fully masked rows change here: they were uniform, now they are zeros.
             weights = ops.where(mask, weights, ops.zeros((), dtype=weights.dtype))
@@ -460,7 +812,7 @@ class MultiHeadAttention(keras.layers.Layer):
         scores = weights
         if self.dropout > 0.0:
             weights = self.dropout_layer(weights, training=training)
-        context = _einsum("bnts,bsnh->btnh", weights, v)             # (B, T, N, Hv)
+        context = _einsum(equations.combine, weights, value)           # (B, T, N, Hv)
         return context, scores
 
     def _compute_attention_mask(self, query, value, query_mask=None, value_mask=None,
@@ -469,38 +821,65 @@ class MultiHeadAttention(keras.layers.Layer):
 
         The query mask ``(B, T)`` becomes ``(B, T, 1)`` (a padded query sees nothing), the
         value and key masks ``(B, S)`` become ``(B, 1, S)`` (nobody sees a padded key), the
-        causal mask is ``(1, T, S)``: the same rules as ``keras.layers.MultiHeadAttention``.
+        causal and sliding-window masks are ``(1, T, S)``: the same rules as
+        ``keras.layers.MultiHeadAttention``. With more axes the padding masks are first laid
+        out like the scores (axes that do not attend, then the attention axes), and masks of
+        different ranks gain their missing axes at the heads' place before the AND.
         """
+        equations = self.equations
+        axes, key_axes = equations.attention_axes, len(equations.attention_axes)
+        order = (0, *equations.free_axes, *axes)            # the scores' order of input axes
+
+        def arrange(padding):                                # (B, <input axes>) in the scores' order
+            padding = ops.cast(padding, "bool")
+            return padding if order == tuple(range(len(order))) else ops.transpose(padding, order)
+
         masks = []
         if query_mask is not None:
-            masks.append(ops.expand_dims(ops.cast(query_mask, "bool"), -1))    # (B, T, 1)
+            m = arrange(query_mask)                                      # (B, T)
+            for _ in range(key_axes):
+                m = ops.expand_dims(m, -1)                               # (B, T, 1)
+            masks.append(m)
         for padding in (value_mask, key_mask):
             if padding is not None:
-                masks.append(ops.expand_dims(ops.cast(padding, "bool"), -2))   # (B, 1, S)
-        if use_causal_mask:
-            masks.append(_causal_mask(ops.shape(query)[1], ops.shape(value)[1]))  # (1, T, S)
+                m = arrange(padding)                                     # (B, S)
+                for _ in range(key_axes):
+                    m = ops.expand_dims(m, -key_axes - 1)                # (B, 1, S)
+                masks.append(m)
+        if use_causal_mask or self.sliding_window is not None:
+            t, s = ops.shape(query)[axes[0]], ops.shape(value)[axes[0]]
+            if use_causal_mask:
+                masks.append(_causal_mask(t, s))                         # (1, T, S)
+            if self.sliding_window is not None:
+                masks.append(_sliding_window_mask(t, s, self.sliding_window))   # (1, T, S)
         if attention_mask is not None:
-            self._check_attention_mask(attention_mask, query, value)
+            self._check_attention_mask(attention_mask, query, value, axes)
             masks.append(ops.cast(attention_mask, "bool"))
         if not masks:
             return None
-        mask = masks[0]
+        rank = max(len(m.shape) for m in masks)
+        mask = _expand_to_heads(masks[0], rank, key_axes)
         for m in masks[1:]:
-            mask = ops.logical_and(mask, m)
+            mask = ops.logical_and(mask, _expand_to_heads(m, rank, key_axes))
         return mask
 
     @staticmethod
-    def _check_attention_mask(attention_mask, query, value):
-        shape, t, s = tuple(attention_mask.shape), query.shape[1], value.shape[1]
-        ok = 2 <= len(shape) <= 4
+    def _check_attention_mask(attention_mask, query, value, attention_axes=(1,)):
+        """``attention_mask`` must broadcast to the scores, with or without the heads axis."""
+        shape, rank, k = tuple(attention_mask.shape), len(query.shape), len(attention_axes)
+        positions = tuple(query.shape[a] for a in attention_axes) + tuple(value.shape[a] for a in attention_axes)
+        ok = 2 * k <= len(shape) <= rank + k                   # rank + k: the scores' rank
         if ok:
-            for dim, want in zip(shape[-2:], (t, s)):
+            for dim, want in zip(shape[-2 * k:], positions):
                 if dim is not None and want is not None and dim not in (1, want):
                     ok = False
         if not ok:
+            free = tuple(query.shape[a] for a in range(1, rank - 1) if a not in attention_axes)
+            layout = "(B, T, S)" if rank == 3 and tuple(attention_axes) == (1,) else \
+                "(B, <axes that do not attend>, <query positions>, <key positions>)"
             raise ValueError(
-                f"`attention_mask` has shape {shape}, which does not broadcast to (B, T, S) = "
-                f"{(query.shape[0], t, s)} from `query` {tuple(query.shape)} and `value` "
+                f"`attention_mask` has shape {shape}, which does not broadcast to {layout} = "
+                f"{(query.shape[0], *free, *positions)} from `query` {tuple(query.shape)} and `value` "
                 f"{tuple(value.shape)}."
             )
 
@@ -511,31 +890,48 @@ class MultiHeadAttention(keras.layers.Layer):
         return previous_mask
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
-        query_shape = tuple(query_shape)
-        if self._output_dim is None:
+        query_shape, value_shape = tuple(query_shape), tuple(value_shape)
+        key_shape = value_shape if key_shape is None else tuple(key_shape)
+        if not _dims_agree(value_shape[1:-1], key_shape[1:-1]):
+            raise ValueError(
+                f"`key` has shape {key_shape} and `value` has shape {value_shape}: all their dimensions, "
+                "except the last one (features), must be equal (one value per key)."
+            )
+        if self._output_shape is None:
             return query_shape
-        return query_shape[:-1] + (self._output_dim,)
+        return query_shape[:-1] + self._output_shape
 
     def compute_output_spec(self, query, value, key=None, query_mask=None, value_mask=None,
                             key_mask=None, attention_mask=None, return_attention_scores=False,
                             training=None, use_causal_mask=False):
         output = keras.KerasTensor(
-            self.compute_output_shape(query.shape, value.shape), dtype=self.compute_dtype
+            self.compute_output_shape(query.shape, value.shape, None if key is None else key.shape),
+            dtype=self.compute_dtype,
         )
         if not return_attention_scores:
             return output
-        scores_shape = (query.shape[0], self.num_heads, query.shape[1], value.shape[1])
+        rank = len(query.shape)
+        axes = _normalize_attention_axes(self.attention_axes, rank, query.shape)
+        free = [query.shape[a] for a in range(1, rank - 1) if a not in axes]
+        scores_shape = (query.shape[0], *free, self.num_heads,
+                        *[query.shape[a] for a in axes], *[value.shape[a] for a in axes])
         return output, keras.KerasTensor(scores_shape, dtype=self.compute_dtype)
 
     def get_config(self) -> dict:
         config = super().get_config()
+        output_shape = self._output_shape
         config.update({
             "num_heads": self.num_heads,
             "key_dim": self.key_dim,
             "value_dim": self.value_dim,
             "dropout": self.dropout,
             "use_bias": self.use_bias,
-            "output_shape": self._output_dim,
+            # one output axis: an int, as before; several: a tuple, as Keras
+            "output_shape": output_shape[0] if output_shape and len(output_shape) == 1 else output_shape,
+            "attention_axes": self.attention_axes,
+            "sliding_window": self.sliding_window,
+            "flash_attention": self.flash_attention,
+            "use_gate": self.use_gate,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
@@ -552,13 +948,14 @@ class MultiHeadAttention(keras.layers.Layer):
     def copy_weights_from(self, keras_layer) -> MultiHeadAttention:
         """Copy the weights of a built ``keras.layers.MultiHeadAttention`` into this layer.
 
-        Builds this layer first if needed (with the feature sizes read off the Keras
-        kernels). Afterwards both layers compute the same function.
+        Builds this layer first if needed (with the input shapes the Keras layer was built
+        for). Afterwards both layers compute the same function, provided the two share their
+        configuration (:func:`from_keras` makes sure of that).
 
         Parameters
         ----------
         keras_layer : keras.layers.MultiHeadAttention
-            Built (called once), rank-3 attention, no gate or sliding window.
+            Built (called once).
 
         Returns
         -------
@@ -568,14 +965,19 @@ class MultiHeadAttention(keras.layers.Layer):
         Raises
         ------
         ValueError
-            If the Keras layer is not built, uses a feature this layer lacks, or its weight
-            shapes differ from this layer's (e.g. other ``num_heads`` or ``use_bias``).
+            If the Keras layer is not built, or its weight shapes differ from this layer's
+            (e.g. other ``num_heads``, ``use_bias`` or ``use_gate``).
         """
         theirs = _keras_weights(keras_layer)
         if not self.built:
-            kernels = theirs[::2] if len(theirs) == 8 else theirs   # biases sit between kernels
-            d_q, d_k, d_v = (kernel.shape[0] for kernel in kernels[:3])
-            self.build((None, None, d_q), (None, None, d_v), (None, None, d_k))
+            shapes = (keras_layer.get_build_config() or {}).get("shapes_dict")
+            if shapes:
+                self.build(**shapes)
+            else:      # rank-3 shapes read off the kernels: query, key, value come first
+                kernels = [w for w in theirs if w.ndim == 3]
+                d_q, d_k = kernels[0].shape[0], kernels[1].shape[0]
+                d_v = kernels[3 if len(kernels) == 5 else 2].shape[0]
+                self.build((None, None, d_q), (None, None, d_v), (None, None, d_k))
         ours = self.get_weights()
         mine_shapes = [w.shape for w in ours]
         their_shapes = [w.shape for w in theirs]
@@ -583,7 +985,7 @@ class MultiHeadAttention(keras.layers.Layer):
             raise ValueError(
                 f"Cannot copy weights: the Keras layer's weights have shapes {their_shapes} but "
                 f"this layer's have shapes {mine_shapes} (check num_heads, key_dim, value_dim, "
-                "use_bias, output_shape and the input feature sizes)."
+                "use_bias, use_gate, output_shape and the input feature sizes)."
             )
         self.set_weights(theirs)
         return self
@@ -597,30 +999,15 @@ def _keras_weights(keras_layer) -> list:
         )
     if not keras_layer.built:
         raise ValueError("`keras_layer` is not built: call it once on inputs first.")
-    config = keras_layer.get_config()
-    unsupported = []
-    if config.get("use_gate"):
-        unsupported.append("use_gate=True")
-    if config.get("sliding_window") is not None:
-        unsupported.append(f"sliding_window={config['sliding_window']}")
-    if tuple(config.get("attention_axes") or (1,)) != (1,):
-        unsupported.append(f"attention_axes={config['attention_axes']}")
-    output_shape = config.get("output_shape")
-    if output_shape is not None and len(tuple(output_shape)) != 1:
-        unsupported.append(f"output_shape={output_shape}")
-    if unsupported:
-        raise ValueError(
-            f"`keras_layer` uses {', '.join(unsupported)}, which this layer does not support "
-            "(rank-3 inputs, one output axis, no gate, no sliding window)."
-        )
     return [np.asarray(w) for w in keras_layer.get_weights()]
 
 
 def from_keras(keras_layer) -> MultiHeadAttention:
     """A built :class:`MultiHeadAttention` equal to a built ``keras.layers.MultiHeadAttention``.
 
-    Same configuration (heads, sizes, dropout, biases, initialisers, regularisers,
-    constraints, seed, dtype policy, name) and a copy of its weights.
+    Same configuration (heads, sizes, dropout, biases, output shape, attention axes, sliding
+    window, gate, initialisers, regularisers, constraints, seed, dtype policy, name) and a
+    copy of its weights. (Keras's config omits ``flash_attention``; it stays None here.)
 
     Examples
     --------
@@ -638,6 +1025,8 @@ def from_keras(keras_layer) -> MultiHeadAttention:
         dropout=config["dropout"],
         use_bias=config["use_bias"],
         output_shape=None if output_shape is None else tuple(output_shape),
+        attention_axes=config.get("attention_axes"),
+        sliding_window=config.get("sliding_window"),
         kernel_initializer=config["kernel_initializer"],
         bias_initializer=config["bias_initializer"],
         kernel_regularizer=config["kernel_regularizer"],
@@ -645,6 +1034,7 @@ def from_keras(keras_layer) -> MultiHeadAttention:
         activity_regularizer=config["activity_regularizer"],
         kernel_constraint=config["kernel_constraint"],
         bias_constraint=config["bias_constraint"],
+        use_gate=config.get("use_gate", False),
         seed=config["seed"],
         dtype=keras_layer.dtype_policy,
         name=keras_layer.name,
@@ -1180,3 +1570,22 @@ def chunked_attention(query, key, value, chunk_size: int, causal: bool = False, 
         out = _move_time_axis(blocks.concat(), out_shape.rank, False)
     out.set_shape(out_shape)
     return tf.cast(out, out_dtype)
+
+
+# ------------------------------------------------ Part V: the layers of today's models
+# GroupQueryAttention, the cached layers and RotaryEmbedding live in attention_lessons.modern,
+# which builds on this module; they are re-exported here, and importing this module also
+# registers them for .keras loading. A plain `from .modern import ...` would fail when
+# `modern` is imported first (it imports this module before it defines them), so the module
+# is imported here and its names are looked up on first use (PEP 562).
+from . import modern as _modern  # noqa: E402
+
+_MODERN_NAMES = ("GroupQueryAttention", "CachedMultiHeadAttention", "CachedGroupQueryAttention",
+                 "RotaryEmbedding", "compute_causal_mask")
+__all__ += list(_MODERN_NAMES)
+
+
+def __getattr__(name):
+    if name in _MODERN_NAMES:
+        return getattr(_modern, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -135,7 +135,10 @@ def modulate(rates, gain: float = 1.0, shift: float = 0.0) -> np.ndarray:
 
 def tuning_curve(theta, preferred: float = 0.0, width: float = 30.0, r_max: float = 1.0,
                  baseline: float = 0.0) -> np.ndarray:
-    """Gaussian orientation tuning curve (degrees), with circular distance on 360°.
+    """Gaussian tuning curve over a circular feature in degrees, with circular distance on 360°.
+
+    The distance wraps every 360°, as for the direction of motion (lesson 02's MT neurons).
+    For orientation, which repeats every 180° (lesson 01), pass doubled angles.
 
     ``r(θ) = baseline + r_max · exp(-(θ - preferred)² / (2 width²))``.
     """
@@ -276,7 +279,7 @@ class NMAResult:
     """Population response of the Normalization Model of Attention on a (theta, x) grid."""
 
     x: np.ndarray           # (nx,) receptive-field centres (arbitrary units)
-    theta: np.ndarray       # (ntheta,) preferred orientations (degrees)
+    theta: np.ndarray       # (ntheta,) preferred directions of motion (degrees, a full circle)
     stimulus_drive: np.ndarray      # E, (ntheta, nx)
     attention_field: np.ndarray     # A, (ntheta, nx)
     suppressive_drive: np.ndarray   # S, (ntheta, nx)
@@ -315,7 +318,7 @@ def normalization_model_of_attention(
     Parameters
     ----------
     stimulus : array_like, shape (len(theta), len(x))
-        Stimulus contrast over orientation and space.
+        Stimulus contrast over direction of motion and space.
     x, theta : array_like
         Evenly spaced grids; theta in degrees covering a full circle (e.g. -180..179).
     Defaults are the authors' code defaults (MT-like tuning widths, sigma = 1e-6).
@@ -346,7 +349,7 @@ def nma_contrast_response(stimulus_width: float, attention_width: float, contras
                           **model_kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Contrast-response functions of the neuron at x = +100, θ = 0, attended vs unattended.
 
-    Two identical stimuli (Gaussian in x with SD ``stimulus_width``, 1° wide in orientation)
+    Two identical stimuli (Gaussian in x with SD ``stimulus_width``, 1° wide in direction)
     sit at x = ±100; attention is directed either to +100 (attended) or to -100
     (unattended). This reproduces Reynolds & Heeger's Fig. 2: a large attention field gives
     contrast gain, a small one response gain.

@@ -15,9 +15,12 @@ the table gives the medians and the median of the paired ratios chunked ÷ naive
 what to compare on a shared machine. Peak memory: each (implementation, length) runs ONCE
 in a fresh subprocess, which reports ``ru_maxrss`` after the call minus ``ru_maxrss``
 measured after importing TensorFlow, creating the inputs and tracing the function —
-the resident memory the call itself added. The memory runs happen before the timing runs,
-so this process's own allocations never add to theirs. Naive attention is skipped where it
-would need more than half of the memory available (it needs ~2 score matrices).
+the resident memory the call itself added (``attention_lessons.memory.peak_rss_in_fresh_process``
+with ``attention_lessons.memory.attention_workload``, which lesson 14 uses too; a small launcher
+process starts each one, so that it does not inherit this process's peak). The memory runs
+happen before the timing runs, so this process's own allocations never add to theirs. Naive
+attention is skipped where it would need more than half of the memory available (it needs ~2
+score matrices).
 """
 
 from __future__ import annotations
@@ -25,9 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,31 +42,19 @@ from attention_lessons.device import import_tensorflow  # noqa: E402
 tf = import_tensorflow()
 import numpy as np  # noqa: E402
 
-from attention_lessons.layers import chunked_attention  # noqa: E402
+from attention_lessons.memory import attention_workload, peak_rss_in_fresh_process  # noqa: E402
 
 MIB = 2**20
 
 
-def make_fn(impl: str, args):
-    """The attention function ``impl`` ("naive" or "chunked"), compiled for any length."""
-    spec = tf.TensorSpec([args.batch, args.heads, None, args.head_dim], tf.float32)
-
-    @tf.function(input_signature=[spec] * 3)
-    def naive(q, k, v):
-        scores = tf.matmul(q * (args.head_dim ** -0.5), k, transpose_b=True)   # (B, N, n, n)
-        return tf.matmul(tf.nn.softmax(scores, axis=-1), v)
-
-    @tf.function(input_signature=[spec] * 3)
-    def chunked(q, k, v):
-        return chunked_attention(q, k, v, args.chunk_size, query_chunk_size=args.query_chunk_size)
-
-    return {"naive": naive, "chunked": chunked}[impl]
+def workload_options(args) -> dict:
+    return dict(batch=args.batch, heads=args.heads, head_dim=args.head_dim, chunk_size=args.chunk_size,
+                query_chunk_size=args.query_chunk_size)
 
 
-def make_inputs(n: int, args, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    shape = (args.batch, args.heads, n, args.head_dim)
-    return [tf.constant(rng.normal(size=shape).astype(np.float32)) for _ in range(3)]
+def make_run(impl: str, n: int, args):
+    """``run()`` computes attention ``impl`` ("naive" or "chunked") once; traced, inputs made (seed 0)."""
+    return attention_workload(impl, n, **workload_options(args))
 
 
 def naive_score_bytes(n: int, args) -> int:
@@ -82,47 +71,32 @@ def available_bytes() -> int:
     return 2**62
 
 
-def _child(impl: str, n: int, args) -> None:
-    """Print the peak resident memory (MiB) that one call adds; runs in a fresh process."""
-    fn = make_fn(impl, args)
-    q, k, v = make_inputs(n, args)
-    fn.get_concrete_function()                    # trace now, so the baseline includes the graph
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss         # KiB on Linux
-    out = fn(q, k, v)
-    _ = out.numpy()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"{(peak - base) / 1024:.1f}")
-
-
 def child_peak_mib(impl: str, n: int, args) -> float:
-    cmd = [sys.executable, __file__, "--child", impl, str(n), "--batch", str(args.batch), "--heads",
-           str(args.heads), "--head-dim", str(args.head_dim), "--chunk-size", str(args.chunk_size),
-           "--query-chunk-size", str(args.query_chunk_size)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    """Peak resident memory (MiB) one call adds, in a fresh process; NaN where not measurable."""
     try:
-        return float(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        print(done.stderr[-2000:], file=sys.stderr)
+        peak = peak_rss_in_fresh_process(attention_workload, impl, n, **workload_options(args))
+    except RuntimeError as err:
+        print(str(err)[-2000:], file=sys.stderr)
         return float("nan")
+    return float("nan") if peak is None else peak / MIB
 
 
-def timed(fn, q, k, v) -> float:
+def timed(run) -> float:
     start = time.perf_counter()
-    fn(q, k, v).numpy()                           # .numpy() waits for the result
+    run()                                         # run() ends with .numpy(), which waits for the result
     return time.perf_counter() - start
 
 
 def bench_times(n: int, run_naive: bool, args) -> dict:
-    q, k, v = make_inputs(n, args)
-    fns = {"chunked": make_fn("chunked", args)}
+    runs = {"chunked": make_run("chunked", n, args)}     # the same inputs for both (seed 0)
     if run_naive:
-        fns["naive"] = make_fn("naive", args)
-    outs = {name: fn(q, k, v).numpy() for name, fn in fns.items()}       # warm-up (and tracing)
-    times = {name: [] for name in fns}
+        runs["naive"] = make_run("naive", n, args)
+    outs = {name: run() for name, run in runs.items()}   # warm-up
+    times = {name: [] for name in runs}
     ratios = []
     for r in range(args.rounds):
-        order = list(fns) if r % 2 == 0 else list(fns)[::-1]
-        got = {name: timed(fns[name], q, k, v) for name in order}
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        got = {name: timed(runs[name]) for name in order}
         for name, t in got.items():
             times[name].append(t)
         if run_naive:
@@ -161,11 +135,7 @@ def main(argv=None) -> int:
     parser.add_argument("--query-chunk-size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "long_sequences_cpu.md")
-    parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        _child(args.child[0], int(args.child[1]), args)
-        return 0
 
     start, load_before = time.perf_counter(), os.getloadavg()
     budget = available_bytes() // 2

@@ -21,12 +21,17 @@ and that the lessons run on such a stack:
    are NOT tested);
 4. fail if any package Colab preinstalled changed version or disappeared, or if a second
    TensorFlow distribution appeared next to the one Colab has;
-5. execute every lesson (notebooks/) and solution (solutions/) notebook of that commit,
-   each alone in an empty folder outside the repository (like Colab's /content), in a
-   kernel of the new environment with Colab's COLAB_RELEASE_TAG set; outputs are not
-   compared, any cell error fails and is named;
+5. the portability run: every lesson (notebooks/) and solution (solutions/) notebook of
+   that commit, each alone in an empty folder outside the repository (like Colab's
+   /content), checked by **strict nbval** against its stored outputs in a kernel of the new
+   environment, under the numeric environment of ``scripts/portable.py`` (TensorFlow's
+   own kernels instead of oneDNN's, AVX2 at most, one thread): another library stack, other
+   kernels and other reduction orders than the machine that stored the outputs, standing in
+   for students' other machines. Lesson 00 also runs once with Colab's COLAB_RELEASE_TAG
+   set (its doctor's Colab branch), without comparing outputs;
 6. run the package's tests (tests/ of that commit, minus EXCLUDED_TESTS: static checks of
-   the repository and tests of the local set-up) against the INSTALLED package: the commit's files are extracted
+   the repository and tests of the local set-up), in the same portable numeric environment,
+   against the INSTALLED package: the commit's files are extracted
    without the ``attention_lessons/`` source folder, so the import can only come from
    site-packages (checked and printed);
 7. print a summary and exit non-zero on any failure.
@@ -54,6 +59,9 @@ import textwrap
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from portable import PORTABLE_ENV  # noqa: E402  (scripts/portable.py: the portability run's variables)
 
 # --------------------------------------------------------------------------- Colab's stack
 
@@ -94,8 +102,8 @@ COLAB_PIP = "24.1.2"
 TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tensorflow-gpu",
                     "tensorflow-macos", "tf-nightly", "tf-nightly-cpu", "intel-tensorflow")
 
-#: Installed after the package and its checks, only to run the unit tests.
-TEST_TOOLS = ["hypothesis>=6.100"]
+#: Installed after the package and its checks, only to run the notebooks (nbval) and unit tests.
+TEST_TOOLS = ["hypothesis>=6.100", "nbval>=0.11"]
 
 #: Test files not run here (`make test` runs them in the course venv): static checks of the
 #: repository's files, whose result cannot depend on the Python/TensorFlow stack, and tests
@@ -105,6 +113,7 @@ EXCLUDED_TESTS = {
     "test_hygiene.py": "static: notebook headers, numbering, exercises in sync, file sizes",
     "test_browser.py": "JupyterLab as `make lab` starts it, in Chromium via playwright: not Colab's front end",
     "test_install.py": "builds a wheel from the source tree and installs the lock's versions: `make`'s path, not Colab's",
+    "test_docs_commands.py": "static: the README's and instructors' guide's commands, as `make`'s .venv runs them",
 }
 
 PROBE_MARK = "COLAB-STACK-PROBE "
@@ -323,8 +332,12 @@ NOTEBOOK_RUNNER = textwrap.dedent('''
     def execute(path, timeout):
         nb = nbformat.read(path, as_version=4)
         nb.cells.append(nbformat.v4.new_code_cell(PROBE))
+        from traitlets.config import Config
+        config = Config()
+        config.KernelManager.transport = "ipc"  # no TCP ports, no "running over TCP without encryption" warning
+        config.KernelManager.ip = str(path.parent.resolve() / "kernel")  # absolute: the kernel runs elsewhere
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", startup_timeout=120,
-                                resources={"metadata": {"path": str(path.parent)}})
+                                resources={"metadata": {"path": str(path.parent)}}, config=config)
         result = {"status": "ok", "cell": None, "error": None, "probe": None, "cells": len(nb.cells) - 1}
         start = time.perf_counter()
         try:
@@ -359,6 +372,7 @@ NOTEBOOK_RUNNER = textwrap.dedent('''
 ''') % (PROBE_MARK, PROBE_MARK, PROBE_MARK)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+JUNIT_ANSI = re.compile(r"#x1B\[[0-9;]*m")  # the same escapes, as JUnit XML (which cannot hold \x1b) writes them
 
 
 def where(r: dict) -> str:
@@ -370,12 +384,16 @@ def where(r: dict) -> str:
     return f"cell {r['cell'] + 1}/{r['cells']}"
 
 
-def run_notebooks(env: Env, tree: Path, work: Path, cell_timeout: int, colab_tag: str | None) -> list[dict]:
+def run_notebooks(env: Env, tree: Path, work: Path, cell_timeout: int, colab_tag: str | None,
+                  only: list[str] | None = None) -> list[dict]:
+    """Execute notebooks (``only``: these, relative to the tree) without comparing outputs."""
     runner = work / "run_notebooks.py"
     runner.write_text(NOTEBOOK_RUNNER)
     paths, names = [], {}
     for folder in ("notebooks", "solutions"):
         for nb in sorted((tree / folder).glob("*.ipynb")):
+            if only is not None and f"{folder}/{nb.name}" not in only:
+                continue
             alone = work / "content" / f"{folder}-{nb.stem}"  # an empty folder, like Colab's /content
             alone.mkdir(parents=True)
             shutil.copy2(nb, alone / nb.name)
@@ -413,6 +431,78 @@ def run_notebooks(env: Env, tree: Path, work: Path, cell_timeout: int, colab_tag
     return results
 
 
+# --------------------------------------------------------------------------- step 5b: nbval
+
+#: Appended to each copied notebook: the kernel writes where it found the package (no output,
+#: so strict nbval has nothing to compare) and the runner checks it came from the Colab-like env.
+NBVAL_PROBE = ("import json, sys, attention_lessons\n"
+               "with open({path!r}, 'w') as _f:\n"
+               "    json.dump({{'executable': sys.executable, 'prefix': sys.prefix,"
+               " 'package': attention_lessons.__file__}}, _f)")
+
+
+def nbval_reason(text: str) -> str:
+    """The telling line of an nbval failure: the output that differs, or the exception."""
+    lines = [line.strip() for line in JUNIT_ANSI.sub("", ANSI.sub("", text)).splitlines() if line.strip()]
+    picked = [line for line in lines if line.startswith("mismatch")][:1]
+    picked += [line for line in lines if re.match(r"^[+-] ", line)][:2]
+    picked += [line for line in lines if re.match(r"^\w+(Error|Exception)\b", line)][-1:]
+    return (" / ".join(picked) if picked else (lines[0] if lines else "?"))[:300]
+
+
+def portable_vars(base: dict[str, str]) -> dict[str, str]:
+    """``base`` with the portability run's numeric environment (scripts/portable.py)."""
+    # TensorFlow's C++ start-up lines go to the kernel's stderr, which nbval compares.
+    return dict(base, **PORTABLE_ENV, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def run_nbval(env: Env, tree: Path, work: Path, cell_timeout: int) -> list[dict]:
+    """Strict nbval of every lesson and solution, each alone in an empty folder, portable env.
+
+    One pytest per notebook, so that each gets its own time and its own list of failing cells.
+    """
+    content = work / "nbval"
+    results = []
+    for folder in ("notebooks", "solutions"):
+        for nb in sorted((tree / folder).glob("*.ipynb")):
+            alone = content / f"{folder}-{nb.stem}"  # an empty folder, like Colab's /content
+            alone.mkdir(parents=True)
+            probe = alone / "probe.json"
+            data = json.loads(nb.read_text())
+            data["cells"].append({"cell_type": "code", "execution_count": None, "id": "colab-stack-probe",
+                                  "metadata": {"tags": ["nbval-ignore-output"]}, "outputs": [],
+                                  "source": NBVAL_PROBE.format(path=str(probe))})
+            (alone / nb.name).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+            junit = alone / "junit.xml"
+            cmd = [env.python, "-m", "pytest", nb.name, "--nbval", "--nbval-current-env",
+                   "--nbval-sanitize-with", str(tree / "tests" / "sanitize.cfg"),
+                   f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=", "-p", "no:cacheprovider",
+                   "-q", "-rf", f"--junitxml={junit}", "--rootdir", str(alone)]
+            start = time.perf_counter()
+            done = run(cmd, log=env.logs / "nbval.log", env=portable_vars(env.vars), cwd=alone, check=False)
+            seconds = time.perf_counter() - start
+            failed = []
+            if junit.exists():
+                for case in ET.parse(junit).getroot().iter("testcase"):
+                    bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+                    if bad is not None:
+                        failed.append(f"{case.get('name', '?')}: {nbval_reason(bad.text or bad.get('message') or '')}")
+            found = json.loads(probe.read_text()) if probe.exists() else None
+            status = "ok" if done.returncode == 0 else f"nbval failed (exit {done.returncode})"
+            if status == "ok" and not (found and Path(found["prefix"]).resolve() == env.root.resolve()
+                                       and "site-packages" in found["package"]):
+                status = f"wrong kernel or package: {found}"
+            name = f"{folder}/{nb.name}"
+            say(f"  {'ok  ' if status == 'ok' else 'FAIL'} {seconds:6.1f} s  {name}" + ("" if status == "ok" else f"  — {status}"))
+            for line in failed[:6]:
+                say(f"              ! {line}")
+            if status != "ok" and not failed:
+                say(textwrap.indent("\n".join(done.stdout.strip().splitlines()[-8:]), "              | "))
+            results.append({"name": name, "status": status, "seconds": round(seconds, 1), "failed": failed,
+                            "probe": found})
+    return results
+
+
 # --------------------------------------------------------------------------- step 6: tests
 
 PYTEST_PROBE = textwrap.dedent("""
@@ -432,7 +522,7 @@ def run_tests(env: Env, tree: Path, work: Path) -> dict:
     probe_dir.mkdir()
     (probe_dir / "colab_stack_probe.py").write_text(PYTEST_PROBE)
     junit, probe_out = work / "junit.xml", work / "pytest-probe.json"
-    vars_ = dict(env.vars, PYTHONPATH=str(probe_dir), COLAB_STACK_PROBE_OUT=str(probe_out))
+    vars_ = dict(portable_vars(env.vars), PYTHONPATH=str(probe_dir), COLAB_STACK_PROBE_OUT=str(probe_out))
     cmd = [env.python, "-m", "pytest", "tests", "-o", "addopts=", "-p", "no:cacheprovider", "-p", "colab_stack_probe",
            "-q", "-rfE", "--durations=5", "--continue-on-collection-errors", f"--junitxml={junit}"]
     cmd += [f"--ignore=tests/{name}" for name in EXCLUDED_TESTS]
@@ -563,35 +653,48 @@ def main(argv=None) -> int:
         tree = work / "tree"
         extract_commit(repo, state["sha"], tree)
 
-        # ---- step 5: notebooks
+        # The test tools (nbval, hypothesis) come before the notebooks: strict nbval compares them.
+        snapshot = env.packages()
+        env.pip("install", "--quiet", *TEST_TOOLS, log="install-test-tools.log")
+        now = env.packages()
+        tools_changed = [n for n in snapshot if now.get(n) != snapshot[n]]
+        if tools_changed:
+            failures.append(f"installing the test tools changed {tools_changed}: the checks ran on a changed stack")
+
+        # ---- step 5: the portability run (strict nbval, portable numeric environment)
         if args.skip_notebooks:
             section("4/5 notebooks: skipped (--skip-notebooks)")
         else:
-            section(f"4/5 notebooks, each alone in an empty folder{'' if args.no_colab_tag else ', COLAB_RELEASE_TAG set'}")
+            section("4/5 portability run: strict nbval of every notebook, each alone in an empty folder")
+            say("  numeric environment (scripts/portable.py): "
+                + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()))
             t = time.perf_counter()
-            results = run_notebooks(env, tree, work, args.cell_timeout, None if args.no_colab_tag else "colab-stack-test")
+            results = run_nbval(env, tree, work, args.cell_timeout)
+            if not args.no_colab_tag:
+                # The doctor's Colab branch, which strict nbval cannot compare (it prints Colab's notes).
+                tagged = run_notebooks(env, tree, work, args.cell_timeout, "colab-stack-test",
+                                       only=["notebooks/00_start_here.ipynb"])
+                for r in tagged:
+                    r["name"] += " (COLAB_RELEASE_TAG set, outputs not compared)"
+                    if r["status"] != "ok":
+                        failures.append(f"{r['name']}: {r['status']} in {where(r)}: {r['error']}")
+                results += tagged
             times["notebooks"] = time.perf_counter() - t
             ok = [r for r in results if r["status"] == "ok"]
             if results and results[0].get("probe"):
                 say(f"  kernel: {results[0]['probe']['executable']}; package: {results[0]['probe']['package']}")
             for r in results:
-                if r["status"] != "ok":
-                    failures.append(f"{r['name']}: {r['status']} in {where(r)}: {r['error']}")
+                if r["status"] != "ok" and "COLAB_RELEASE_TAG" not in r["name"]:
+                    failures.append(f"{r['name']}: {r['status']}: " + "; ".join(r.get("failed", [])[:3]))
             summary["notebooks"] = {r["name"]: {"seconds": r["seconds"], "status": r["status"]} for r in results}
-            say(f"  {len(ok)}/{len(results)} notebooks ran without error")
+            say(f"  {len(ok)}/{len(results)} notebooks passed")
 
         # ---- step 6: unit tests against the installed package
         if args.skip_tests:
             section("5/5 tests: skipped (--skip-tests)")
         else:
-            section("5/5 the package's tests against the installed package")
+            section("5/5 the package's tests against the installed package, portable numeric environment")
             t = time.perf_counter()
-            snapshot = env.packages()
-            env.pip("install", "--quiet", *TEST_TOOLS, log="install-test-tools.log")
-            now = env.packages()
-            tools_changed = [n for n in snapshot if now.get(n) != snapshot[n]]
-            if tools_changed:
-                failures.append(f"installing the test tools changed {tools_changed}: the tests ran on a changed stack")
             say(f"  not run: {', '.join(f'{k} ({v})' for k, v in EXCLUDED_TESTS.items())}")
             result = run_tests(env, tree, work)
             times["tests"] = time.perf_counter() - t

@@ -10,19 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
+from attention_lessons.grading.batch import kernel_config
+
 
 def execute(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    client.execute()
+    with tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                                resources={"metadata": {"path": str(path.parent)}}, config=kernel_config(sockets))
+        start = time.perf_counter()
+        client.execute()
     seconds = time.perf_counter() - start
     nbformat.write(nb, path)
     return seconds

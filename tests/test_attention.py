@@ -352,6 +352,8 @@ def test_sdpa_float64_keeps_float64_precision():
 def test_sdpa_float16_softmax_runs_in_float32():
     # float16 input is computed in float32 and rounded once at the end: bit-identical to
     # the float32 result of the same (float16-representable) numbers, rounded to float16.
+    # Exact equality holds on every machine: the float16 path casts to float32 and runs the
+    # very same NumPy operations in the same order, in the same process.
     r = rng(12)
     q, k, v = (r.normal(size=s) for s in [(3, 8), (5, 8), (5, 2)])
     q16, k16, v16 = (a.astype(np.float16) for a in (q, k, v))

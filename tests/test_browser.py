@@ -115,10 +115,22 @@ class LabServer:
         return f"{self.url}/lab/tree/{notebook}?reset&token={self.token}"
 
 
-def _lab_command() -> list[str]:
-    # The venv's own `jupyter`, next to the interpreter running the tests (what `make lab` runs).
+def _lab_command(root: Path, args: list[str]) -> list[str]:
+    """`make lab` itself, serving ``root``, with ``args`` as LAB_ARGS, when the tests run in the venv `make` built.
+
+    So the Makefile's own command line is what is tested, --allow-root for root included
+    (`make -o` keeps make from reinstalling the venv). Elsewhere, the venv's own `jupyter lab`.
+    """
+    venv = Path(sys.prefix)
+    stamp = venv / ".installed"
+    if shutil.which("make") and stamp.exists() and venv.resolve() == (ROOT / ".venv").resolve():
+        return ["make", "-s", "-C", str(ROOT), "-o", ".venv/.installed", "lab", f"LAB_ROOT={root}",
+                f"LAB_ARGS={' '.join(args)}"]
     jupyter = Path(sys.executable).with_name("jupyter")
-    return [str(jupyter), "lab"] if jupyter.exists() else [sys.executable, "-m", "jupyterlab"]
+    command = [str(jupyter), "lab"] if jupyter.exists() else [sys.executable, "-m", "jupyterlab"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    return command + [f"--ServerApp.root_dir={root}", "--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb"] + args
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +168,10 @@ def lab(tmp_path_factory):
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
 
     port, token = _free_port(), secrets.token_hex(24)
-    command = _lab_command() + [
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb",
+    command = _lab_command(root, [
         "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
+    ])
     log = ARTIFACTS / "jupyter_server.log"
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -379,6 +387,15 @@ def find_cell(nb, predicate, what: str) -> int:
 
 
 # --------------------------------------------------------------------------- the tests
+
+def test_make_lab_serves_the_course_as_any_user_root_included(lab):
+    # The fixture started `make lab` (when the tests run in make's venv); as root, the Makefile
+    # itself must have passed --allow-root, which JupyterLab refuses to start without.
+    listing = {item["name"] for item in lab.api("/api/contents/notebooks")["content"]}
+    assert "00_start_here.ipynb" in listing and "03_softmax_weighting.ipynb" in listing
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
+        assert "starting JupyterLab with --allow-root" in lab.log.read_text(errors="replace"), lab.log_tail()
+
 
 def test_lesson03_runs_and_its_temperature_explorer_is_live(lab, page):
     source = nbformat.read(lab.root / LESSON, as_version=4)  # the served copy

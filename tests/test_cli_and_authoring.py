@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,17 @@ def test_grade_command_writes_csv_json_and_feedback(tmp_path):
     detail = json.loads((tmp_path / "g.json").read_text())
     assert any("Replace `raise NotImplementedError`" in c["hint"] for r in detail for f in r["feedback"] for c in f["checks"])
     assert "7.5 / 7.5" in (tmp_path / "fb" / "alice_ex01_weighted_sums.md").read_text()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Windows has no IPC transport: its kernels keep TCP")
+def test_grading_kernels_use_ipc_and_print_no_tcp_warning(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "carol_ex01_weighted_sums.ipynb").write_bytes((ROOT / "exercises" / "ex01_weighted_sums.ipynb").read_bytes())
+    done = subprocess.run([sys.executable, "-m", "attention_lessons.cli", "grade", str(subs),
+                           "--csv", str(tmp_path / "g.csv")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "without encryption" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-2000:]
 
 
 def test_grade_command_with_no_notebooks_fails_clearly(tmp_path):

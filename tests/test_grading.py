@@ -14,32 +14,38 @@ from attention_lessons.authoring import BEGIN, END
 from attention_lessons.grading import evaluate, exercise_ids, get_exercise
 from attention_lessons.course import EXERCISES
 from attention_lessons.grading.batch import GradeOptions, grade_many
+from attention_lessons.grading.spec import _call, build_cases, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_BUGS = [(ex, q, c, b) for ex in exercise_ids() for q in get_exercise(ex).questions
             for c in q.checks for b in c.bugs]
+#: Each catalogued bug once per question (a bug may be listed by several of its checks).
+QUESTION_BUGS = [(q, b) for ex in exercise_ids() for q in get_exercise(ex).questions for b in q.bugs]
 
 
 # ---------------------------------------------------------------- instant feedback
 
-@pytest.mark.parametrize("exercise, question, check, bug", ALL_BUGS,
-                         ids=[f"{q.id}:{b.fn.__name__}:{c.name[:25]}" for _, q, c, b in ALL_BUGS])
-def test_every_catalogued_bug_fails_its_check_with_its_hint(exercise, question, check, bug):
+@pytest.mark.parametrize("question, bug", QUESTION_BUGS,
+                         ids=[f"{q.id}:{getattr(b.fn, '__name__', 'bug')}:{b.hint[:30]}" for q, b in QUESTION_BUGS])
+def test_every_catalogued_bug_gets_its_hint_and_no_other(question, bug):
     # A driver question exercises an object (a layer class): hand over the buggy object itself.
     student = bug.fn.target() if question.driver else bug.fn
     result = evaluate(question.id, **{question.function: student})
-    outcome = next(r for r in result.checks if r.name == check.name)
-    assert not outcome.passed and outcome.earned == 0
-    assert outcome.hint == bug.hint
+    listed = [c.name for c in question.checks if any(b is bug for b in c.bugs)]
+    failed = {r.name for r in result.checks if not r.passed and r.earned == 0}
+    assert set(listed) <= failed, result.report()
+    value_hints = [r.hint for r, c in zip(result.checks, question.checks) if c.compares and r.hint]
+    assert value_hints == [bug.hint], result.report()   # one diagnosis per question
 
 
-@pytest.mark.parametrize("exercise_id", exercise_ids())
-def test_reference_implementations_score_full_marks(exercise_id):
-    for q in get_exercise(exercise_id).questions:
-        if q.driver:  # the reference is the library's own layer, which the checks refuse; see ex06 tests
-            continue
-        result = evaluate(q.id, **{q.function: q.reference})
-        assert result.earned == result.points, result.report()
+@pytest.mark.parametrize("question", [q for ex in exercise_ids() for q in get_exercise(ex).questions
+                                      if q.bugs and not q.driver], ids=lambda q: q.id)
+def test_the_catalogue_hints_hold_on_the_batch_graders_seed(question):
+    """The in-notebook checks use seed 0; the batch grader draws other inputs."""
+    cases = build_cases(question, GradeOptions().seed)
+    for bug in question.bugs:
+        result = judge(question, cases, [[_call(bug.fn, c) for c in cc] for cc in cases])
+        assert result.hint == bug.hint, (bug.fn.__name__, result.report())
 
 
 def test_missing_function_gets_a_hint_not_a_crash():
@@ -170,7 +176,8 @@ return np.asarray(rates, float) + gain + shift
 """, "ex01.q3", "You add the gain"),
     ("nw_query_axis", "ex03_attention_pooling", "nadaraya_watson", """
 q, k, v = (np.asarray(a, dtype=float) for a in (queries, keys, values))
-s = -(q[:, None] - k[None, :]) ** 2 / (2 * bandwidth**2)
+q2, k2 = (a[:, None] if a.ndim == 1 else a for a in (q, k))
+s = -((q2[:, None, :] - k2[None, :, :]) ** 2).sum(-1) / (2 * bandwidth**2)
 w = np.exp(s - s.max(axis=0, keepdims=True))
 w = w / w.sum(axis=0, keepdims=True)
 return w @ v, w
@@ -272,6 +279,7 @@ def graded(tmp_path_factory):
         subs[f"untouched_{stem[:4]}"] = nbformat.read(ROOT / "exercises" / f"{stem}.ipynb", as_version=4)
     subs.update({
         "raises_early": _add_cell(ex02, "raise RuntimeError('a broken cell')"),
+        "one_question_untouched": _with_answer(ex02, "masked_softmax", "raise NotImplementedError"),
         "loops_forever": _add_cell(ex02, "while True:\n    pass"),
         "kills_kernel": _add_cell(ex02, "import os\nos._exit(3)"),
         "imports_reference": _add_cell(_with_answer(ex02, "softmax", "return None"),
@@ -317,7 +325,7 @@ def _feedback(row, qid):
 
 def test_every_submission_gets_exactly_one_row(graded):
     rows, _ = graded
-    assert len(rows) == 2 * len(EXERCISES) + 8 + len(BUGGY) + len(LAYER_BUGS)
+    assert len(rows) == 2 * len(EXERCISES) + 9 + len(BUGGY) + len(LAYER_BUGS)
     assert "not_a_notebook" in rows and all(r["status"] for r in rows.values())
 
 
@@ -329,10 +337,27 @@ def test_solutions_score_full_marks(graded, exercise):
 
 
 @pytest.mark.parametrize("exercise", exercise_ids())
-def test_untouched_exercises_run_and_score_zero(graded, exercise):
+def test_untouched_exercises_run_score_zero_and_are_not_attempted(graded, exercise):
     row = graded[0][f"untouched_{exercise}"]
-    assert row["status"] == "ok", row["message"]
+    assert row["status"] == "not attempted", row["message"]
+    assert row["message"].startswith("every answer still raises NotImplementedError")
     assert row["score"] == 0 and row["max_score"] > 0
+    assert all(f["not_attempted"] for f in row["feedback"])
+
+
+def test_a_partly_attempted_submission_names_the_untouched_questions(graded):
+    row = graded[0]["one_question_untouched"]
+    assert row["status"] == "ok" and row["message"] == "not attempted: ex02.q2", row["message"]
+    assert row["questions"]["ex02.q2"] == 0 and row["questions"]["ex02.q1"] == 5
+
+
+def test_the_csv_has_the_not_attempted_status(graded, tmp_path):
+    from attention_lessons.grading.batch import write_csv
+
+    rows = graded[0]
+    write_csv([rows["untouched_ex02"], rows["solution_ex02"]], tmp_path / "grades.csv")
+    lines = (tmp_path / "grades.csv").read_text().splitlines()
+    assert ",not attempted,0,10," in lines[1] and ",ok,10,10," in lines[2]
 
 
 @pytest.mark.parametrize("name, qid, fragment", [(b[0], b[4], b[5]) for b in BUGGY], ids=[b[0] for b in BUGGY])
@@ -348,6 +373,12 @@ def test_a_raising_cell_is_reported_and_the_rest_still_graded(graded):
     row = graded[0]["raises_early"]
     assert row["status"] == "error" and "RuntimeError" in row["message"]
     assert row["score"] == row["max_score"]
+    # Located as the student sees the notebook: position among ALL cells (from 1) and first line.
+    assert row["message"].startswith("cell 5 (\"raise RuntimeError('a broken cell')\"): RuntimeError"), row["message"]
+
+
+def test_a_cell_that_times_out_is_located_by_its_first_line(graded):
+    assert "cell 5 ('while True:') ran past" in graded[0]["loops_forever"]["message"]
 
 
 def test_an_infinite_loop_costs_one_cell_timeout(graded):

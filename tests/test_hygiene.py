@@ -141,3 +141,83 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith("set ") and not line.startswith("cd ")]
     assert ci == ["make test"]
+
+
+# ----------------------------------------------------------------------------- content checks
+# Each of these would have caught an error that students found in the course.
+
+def _prose_and_checked_outputs(nb):
+    """(kind, text) of every markdown cell and of every output that nbval compares."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            yield "markdown", cell.source
+        elif cell.cell_type == "code" and not cell.source.startswith("# NBVAL_IGNORE_OUTPUT"):
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                for text in (out.get("text", ""), data.get("text/plain", ""), data.get("text/markdown", "")):
+                    if text:
+                        yield "output", text
+
+
+def test_start_here_lists_every_lesson_and_exercise():
+    """Lesson 00 shows the course's table of contents as generated tables (nbval keeps them current)."""
+    from attention_lessons.course import exercises_table, lessons_table
+    nb = read(ROOT / "notebooks" / "00_start_here.ipynb")
+    shown = [out.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+             for out in c.outputs]
+    assert lessons_table() in shown, "lesson 00's list of lessons is stale: re-execute notebooks/00_start_here.ipynb"
+    assert exercises_table() in shown, "lesson 00's list of exercises is stale: re-execute notebooks/00_start_here.ipynb"
+    handwritten = [c.source for c in nb.cells if c.cell_type == "markdown" and re.search(r"^\| (\d\d|ex\d\d) \|", c.source, re.M)]
+    assert not handwritten, "lesson 00 lists lessons by hand; display course.lessons_table()/exercises_table() instead"
+
+
+STUDENT_HAS_NO_SUCH_SOURCE = re.compile(r"reference notes|neuro\.md|shared/reference|COURSE\.md|the (course|design) notes",
+                                        re.I)
+
+
+@pytest.mark.parametrize("path", ALL, ids=rel)
+def test_notebooks_cite_papers_not_notes_students_do_not_have(path):
+    for kind, text in _prose_and_checked_outputs(read(path)):
+        found = STUDENT_HAS_NO_SUCH_SOURCE.search(text)
+        assert not found, f"{kind} refers to {found.group(0)!r}: the course stands on its own; cite the paper"
+    for cell in read(path).cells:
+        found = STUDENT_HAS_NO_SUCH_SOURCE.search(cell.source)
+        assert not found, f"{cell.cell_type} cell refers to {found.group(0)!r}"
+
+
+MACHINE_DEPENDENT = re.compile(
+    r"\b(Xeon|EPYC|Ryzen|Core i[3579]|Apple M[1-4]|Skylake|Graviton)\b"                  # CPU models
+    r"|\b(Python|TensorFlow|Keras|NumPy)\s+\d+\.\d+\.\d+"                                # installed versions
+    r"|\b\d+(\.\d+)?\s?(ms|µs|seconds?|minutes?)\b|\bwithin a minute\b",                  # wall-clock times
+    re.I)
+
+
+@pytest.mark.parametrize("path", LESSON_FILES + SOLUTION_FILES, ids=rel)
+def test_no_machine_dependent_claims_in_prose_or_checked_outputs(path):
+    """Stored outputs are compared on every student's machine: no CPU models, installed versions or
+    timings unless the cell is marked NBVAL_IGNORE_OUTPUT (and then the prose must not quote them either).
+    (Instruction sets such as AVX-512 may be named where a lesson explains why results vary.)"""
+    for kind, text in _prose_and_checked_outputs(read(path)):
+        found = MACHINE_DEPENDENT.search(text)
+        assert not found, f"{kind} states something that depends on the machine: {found.group(0)!r}"
+
+
+HEAD_SIZE_CALLED_D = re.compile(r"\(B, N, T, D\)|\(B, T, N, D\)|N·D|N\*D\b|N \\cdot D\b")
+
+
+@pytest.mark.parametrize("path", ALL + sorted((ROOT / "attention_lessons" / "grading").glob("*.py")), ids=rel)
+def test_head_size_is_called_H_as_in_lesson_08(path):
+    """Lesson 08 and the design name heads (batch, heads, time, head_dim) = (B, N, T, H); D is d_model."""
+    text = path.read_text() if path.suffix == ".py" else "\n".join(t for _, t in _prose_and_checked_outputs(read(path)))
+    if path.suffix == ".ipynb":
+        text += "\n".join(c.source for c in read(path).cells)
+    found = HEAD_SIZE_CALLED_D.search(text)
+    assert not found, f"the head size is H (D is the model's features): found {found.group(0)!r}"
+
+
+@pytest.mark.parametrize("path", LESSON_FILES + SOLUTION_FILES + EXERCISE_FILES, ids=rel)
+def test_operators_are_defined_where_they_are_used(path):
+    """An equation with ⊗ must say in words what it is (lesson 02 once used it undefined)."""
+    prose = "\n".join(c.source for c in read(path).cells if c.cell_type == "markdown")
+    if "\\otimes" in prose or "⊗" in prose:
+        assert re.search(r"outer product|tensor product|Kronecker product", prose), "⊗ is used but never defined"

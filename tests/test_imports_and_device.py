@@ -10,7 +10,8 @@ NUMPY_MODULES = ["attention_lessons", "attention_lessons.softmax", "attention_le
                  "attention_lessons.plotting", "attention_lessons.widgets", "attention_lessons.course",
                  "attention_lessons.grading", "attention_lessons.grading.ex01", "attention_lessons.grading.ex02",
                  "attention_lessons.grading.batch", "attention_lessons.device", "attention_lessons.data",
-                 "attention_lessons.attention"]
+                 "attention_lessons.attention",
+                 "attention_lessons.memory"]
 
 
 @pytest.mark.parametrize("module", NUMPY_MODULES)

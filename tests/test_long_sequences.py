@@ -289,3 +289,64 @@ def test_tf_chunked_attention_rejects_bad_arguments_naming_them(chunked_attentio
                 value=np.zeros((6, 2), np.float32), chunk_size=2) | change
     with pytest.raises(ValueError, match=name):
         chunked_attention(**args)
+
+
+# ------------------------------------------- peak memory of one call, in a fresh process (lesson 14)
+
+
+def test_peak_rss_in_a_fresh_process_sees_a_known_allocation_even_from_a_large_parent():
+    from attention_lessons.memory import allocation_workload, peak_rss_in_fresh_process
+    ballast = np.ones(300 * 2**20, np.uint8)            # a large parent: Linux would pass its peak to a direct child
+    got = peak_rss_in_fresh_process(allocation_workload, 64 * 2**20)
+    del ballast
+    if got is None:
+        pytest.skip("this operating system reports no peak resident memory")
+    assert 64 * 2**20 <= got < 72 * 2**20, got / 2**20
+
+
+def test_fresh_processes_see_naive_attention_hold_its_scores_and_chunked_attention_not():
+    from attention_lessons.memory import attention_workload, peak_rss_in_fresh_processes
+    scores = 4 * 4096 * 4096 * 4                         # (1, 4, 4096, 4096) float32 = 256 MiB
+    naive_rss, chunked_rss = peak_rss_in_fresh_processes(attention_workload, [
+        dict(impl="naive", n=4096, heads=4), dict(impl="chunked", n=4096, heads=4, chunk_size=256)])
+    if naive_rss is None:
+        pytest.skip("this operating system reports no peak resident memory")
+    # Wide margins (resident memory depends on kernels and threads): measured ~270 and ~20-40 MiB.
+    assert naive_rss > 0.9 * scores, naive_rss / 2**20
+    assert chunked_rss < scores / 4, chunked_rss / 2**20
+
+
+def test_peak_rss_in_fresh_process_reports_the_childs_error():
+    from attention_lessons.memory import attention_workload, peak_rss_in_fresh_process
+    with pytest.raises(RuntimeError, match="`impl` must be"):
+        peak_rss_in_fresh_process(attention_workload, "bogus", 8)
+
+
+def test_peak_rss_in_fresh_process_needs_a_function_it_can_import():
+    from attention_lessons.memory import peak_rss_in_fresh_process
+    with pytest.raises(ValueError, match="import by name"):
+        peak_rss_in_fresh_process(lambda: (lambda: None))
+
+
+def test_peak_rss_in_fresh_process_kills_the_child_on_timeout():
+    from attention_lessons.memory import attention_workload, peak_rss_in_fresh_process
+    with pytest.raises(subprocess.TimeoutExpired):
+        peak_rss_in_fresh_process(attention_workload, "naive", 8, timeout=0.5)   # TensorFlow's import alone is longer
+
+
+@pytest.mark.parametrize("impl", ["naive", "chunked"])
+def test_attention_workload_computes_attention(tf, impl):
+    from attention_lessons.memory import attention_workload
+    run = attention_workload(impl, 40, batch=2, heads=3, head_dim=8, chunk_size=16, query_chunk_size=8, seed=5)
+    got = run()
+    q, k, v = (x.numpy() for x in run.inputs)
+    assert got.shape == (2, 3, 40, 8) and got.dtype == np.float32
+    np.testing.assert_allclose(got, naive(q, k, v), atol=TOL)
+    assert run.function.experimental_get_tracing_count() == 1, "traced once, before the measured call"
+
+
+def test_attention_workload_runs_the_course_layer(tf):
+    from attention_lessons.memory import attention_workload
+    run = attention_workload("layer", 12, batch=2, heads=4, head_dim=8)
+    (x,) = run.inputs
+    assert tuple(x.shape) == (2, 12, 32) and run().shape == (2, 12, 32)

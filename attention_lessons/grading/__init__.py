@@ -29,6 +29,9 @@ _MODULES = {"ex01": "ex01", "ex02": "ex02", "ex03": "ex03", "ex04": "ex04", "ex0
 #: Seed of the in-notebook checks; the batch grader uses a different one.
 NOTEBOOK_SEED = 0
 
+#: Status of an exercise whose every answer still raises NotImplementedError (summary and CSV).
+NOT_ATTEMPTED = "not attempted"
+
 
 def exercise_ids() -> list[str]:
     return list(_MODULES)
@@ -80,11 +83,14 @@ def check(question_id: str, **functions) -> None:
 def summary(exercise_id: str) -> None:
     """Print every question's points for ``exercise_id`` and the total (quietly re-runs the checks)."""
     exercise = get_exercise(exercise_id)
-    total = 0.0
+    total, untouched = 0.0, 0
     print(f"{exercise.id} · {exercise.title}")
     for question in exercise.questions:
         result = evaluate(question.id)
         total += result.earned
+        untouched += result.not_attempted
         mark = "✅" if result.earned == result.points else "❌"
-        print(f"  {mark} {question.id} {question.function:<30} {result.earned:g}/{result.points:g}")
-    print(f"  Total: {total:g}/{exercise.points:g}")
+        note = "  (not attempted)" if result.not_attempted else ""
+        print(f"  {mark} {question.id} {question.function:<30} {result.earned:g}/{result.points:g}{note}")
+    status = f" — {NOT_ATTEMPTED}" if untouched == len(exercise.questions) else ""
+    print(f"  Total: {total:g}/{exercise.points:g}{status}")

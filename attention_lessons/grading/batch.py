@@ -4,8 +4,9 @@ For every notebook the grader
 
 1. reads it (a file that is not a notebook gets status ``unreadable``);
 2. executes its code cells, except the check cells, in a fresh kernel with a per-cell
-   timeout, after a preamble that limits memory, cuts the network where the OS allows it,
-   and hides the package's reference implementations from the student's code;
+   timeout, after a preamble that limits memory and cuts the network where the OS allows it;
+   the kernel sees a copy of the package without the reference implementations and, on
+   Linux, a private root file system without the repository (:mod:`.sandbox`);
 3. calls the student's functions inside that kernel on inputs the grader generated with
    its own seed, and ships the raw return values back as arrays (no pickles);
 4. compares them with the reference **here**, so nothing the submission patches
@@ -30,16 +31,12 @@ from pathlib import Path
 import nbformat
 import numpy as np
 
-from . import drivers, harvest
+from . import drivers, harvest, sandbox
 from .spec import encode_calls, build_cases, judge, outcomes_from_records, split_outcomes
-
-#: Modules a submission may not import while being graded: they hold the answers.
-BLOCKED_MODULES = ("attention_lessons.softmax", "attention_lessons.neurons", "attention_lessons.attention",
-                   "attention_lessons.layers", "attention_lessons.grading")
 
 PREAMBLE = r'''
 # --- grader preamble (not part of the submission) ---
-import json as _al_json, sys as _al_sys
+import json as _al_json, os as _al_os
 _al_sandbox = []
 try:
     import resource as _al_resource
@@ -48,10 +45,11 @@ try:
 except Exception as _al_e:
     _al_sandbox.append("no memory limit (" + type(_al_e).__name__ + ")")
 try:
-    import ctypes as _al_ctypes
-    # A new, empty network namespace for this thread: no interface, not even loopback.
+    if _al_os.environ.get("AL_SANDBOX_NETNS") == "1":
+        pass  # the launcher started the whole kernel in a new, empty network namespace
+    # Else a new, empty network namespace for this thread: no interface, not even loopback.
     # The kernel's own sockets were opened before and keep working.
-    if _al_ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+    elif __import__("ctypes").CDLL(None, use_errno=True).unshare(0x40000000) != 0:
         raise OSError("unshare not permitted")
     _al_sandbox.append("network namespace")
 except Exception:
@@ -61,16 +59,7 @@ except Exception:
     _al_socket.socket.connect = _al_socket.socket.connect_ex = _al_no_network
     _al_socket.create_connection = _al_socket.getaddrinfo = _al_no_network
     _al_sandbox.append("socket guard")
-class _AlBlock:
-    blocked = {blocked!r}
-    def find_spec(self, name, path=None, target=None):
-        if any(name == b or name.startswith(b + ".") for b in self.blocked):
-            raise ImportError(name + " is not available while grading: write the code yourself")
-        return None
-_al_sys.meta_path.insert(0, _AlBlock())
-for _al_name in list(_al_sys.modules):
-    if any(_al_name == b or _al_name.startswith(b + ".") for b in _AlBlock.blocked):
-        del _al_sys.modules[_al_name]
+_al_sandbox.append(_al_os.environ.get("AL_SANDBOX", "reference hidden from imports only"))
 print("sandbox:", _al_json.dumps(_al_sandbox))
 '''
 
@@ -93,6 +82,9 @@ class GradeOptions:
     seed: int = 20261122
     exercise: str | None = None
     kernel_name: str = "python3"
+    #: Linux: run the kernel in its own namespaces, with a root file system without the
+    #: repository (see ``sandbox``). Turn off only to troubleshoot a kernel that will not start.
+    isolate: bool = True
 
 
 def _is_check_cell(cell) -> bool:
@@ -137,7 +129,6 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
     plan = [(q, build_cases(q, options.seed)) for q in exercise.questions]
     payload, arrays = encode_calls(plan)
     memory_mb = max(options.memory_mb, exercise.memory_mb)
-    blocked = tuple(m for m in BLOCKED_MODULES if m not in exercise.allowed_modules)
     if exercise.cell_timeout > options.cell_timeout:
         options = dataclasses.replace(options, cell_timeout=exercise.cell_timeout)
 
@@ -151,14 +142,18 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
         run = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": options.kernel_name, "display_name": "Python 3",
                                                                  "language": "python"}})
         run.cells.append(nbformat.v4.new_code_cell(PREAMBLE.format(
-            memory=memory_mb * 2**20, memory_mb=memory_mb, blocked=blocked)))
-        run.cells += [nbformat.v4.new_code_cell(c.source) for c in nb.cells
+            memory=memory_mb * 2**20, memory_mb=memory_mb)))
+        run.cells += [nbformat.v4.new_code_cell(c.source, metadata={"al_cell": cell_locator(position, c.source)})
+                      for position, c in enumerate(nb.cells, 1)
                       if c.get("cell_type") == "code" and not _is_check_cell(c)]
         run.cells.append(nbformat.v4.new_code_cell(HARVEST.format(
             source=Path(harvest.__file__).read_text(), drivers=Path(drivers.__file__).read_text(), payload_json=files["payload.json"],
             payload_npz=files["payload.npz"], out_json=files["out.json"], out_npz=files["out.npz"],
             call_timeout=options.call_timeout)))
-        status, message = _execute(run, work, options)
+        # The kernel gets a copy of the package without the references, and where the OS allows
+        # it a private root file system without the repository or the submissions (.sandbox).
+        jail = sandbox.prepare(tmp, work, exercise, hide=[path.resolve().parent], isolate=options.isolate)
+        status, message = _execute(run, work, options, jail)
         row["status"], row["message"] = status, message
         preamble_out = "".join(o.get("text", "") for o in run.cells[0].get("outputs", []))
         row["sandbox"] = ", ".join(json.loads(preamble_out.split("sandbox:", 1)[1])) if "sandbox:" in preamble_out else ""
@@ -173,31 +168,84 @@ def grade_notebook(path, options: GradeOptions | None = None) -> dict:
             return row
 
     nested = split_outcomes(plan, outcomes_from_records(records, outputs))
+    untouched = []
     for (question, cases), outcomes in zip(plan, nested):
         result = judge(question, cases, outcomes)
         row["questions"][question.id] = result.earned
         row["feedback"].append(result.to_dict() | {"report": result.report()})
+        if result.not_attempted:
+            untouched.append(question.id)
     row["score"] = float(sum(row["questions"].values()))
+    row["status"], row["message"] = _attempt_status(row["status"], row["message"], untouched, len(plan))
     row["seconds"] = round(time.perf_counter() - started, 2)
     return row
 
 
-def _execute(nb, cwd: Path, options: GradeOptions) -> tuple[str, str]:
+def cell_locator(position: int, source: str) -> str:
+    """A cell as the student finds it: its position among ALL the notebook's cells (markdown
+    included, counted from 1) and its first line. Jupyter shows execution counts, not cell
+    numbers, so the first line is what a student can search for."""
+    first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    first = first if len(first) <= 60 else first[:57] + "..."
+    return f"cell {position} ({first!r})" if first else f"cell {position}"
+
+
+def _attempt_status(status: str, message: str, untouched: list[str], n_questions: int) -> tuple[str, str]:
+    """``not attempted`` when every question still raises NotImplementedError; otherwise the
+    questions that do are named in the message."""
+    from . import NOT_ATTEMPTED
+
+    if not untouched:
+        return status, message
+    if len(untouched) == n_questions and status in ("ok", "error"):
+        note = "every answer still raises NotImplementedError"
+        return NOT_ATTEMPTED, note + ("; " + message if message else "")
+    note = f"not attempted: {', '.join(untouched)}"
+    return status, (message + "; " if message else "") + note
+
+
+def kernel_config(folder: Path):
+    """Configuration for the kernels that grading and notebook execution start.
+
+    On POSIX the kernel talks over local IPC sockets (files in ``folder``, an absolute path:
+    the kernel runs in another working directory than its client) instead of TCP ports:
+    nothing listens on the network while a submission runs, and ipykernel no longer prints
+    its warning "Kernel is running over TCP without encryption" once per kernel (a flood
+    when a class is graded). Windows has no IPC transport and keeps TCP.
+    """
+    import os
+
+    from traitlets.config import Config
+
+    config = Config()
+    if os.name == "posix":
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(Path(folder).resolve() / "kernel")
+    return config
+
+
+def _execute(nb, cwd: Path, options: GradeOptions, jail: sandbox.Sandbox | None = None) -> tuple[str, str]:
     """Run ``nb`` cell by cell; return (status, message). Student errors do not stop the run."""
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
+    km = sandbox.kernel_manager_class()(kernel_name=options.kernel_name, config=kernel_config(cwd))
+    if jail is not None:
+        km.sandbox = jail
+        km.connection_file = str(jail.folder.resolve() / "kernel.json")  # where the kernel can read it
     client = NotebookClient(
         # An int: older traitlets (Colab's 5.7) reject a float timeout.
-        nb, timeout=math.ceil(options.cell_timeout), allow_errors=True, interrupt_on_timeout=True,
+        nb, km=km, timeout=math.ceil(options.cell_timeout), allow_errors=True, interrupt_on_timeout=True,
         error_on_timeout={"ename": "CellTimeout", "evalue": f"cell ran past {options.cell_timeout:g} s",
                           "traceback": []},
         kernel_name=options.kernel_name, startup_timeout=120, resources={"metadata": {"path": str(cwd)}},
+        config=kernel_config(cwd),
     )
     status, errors = "ok", []
     deadline = time.monotonic() + options.notebook_timeout
     try:
-        with client.setup_kernel():
+        # cleanup_kc: shut the kernel down at the end although this client did not create its manager.
+        with client.setup_kernel(cleanup_kc=True, **({"env": jail.env()} if jail is not None else {})):
             last = len(nb.cells) - 1
             for index, cell in enumerate(nb.cells):
                 if time.monotonic() > deadline and index != last:
@@ -209,12 +257,13 @@ def _execute(nb, cwd: Path, options: GradeOptions) -> tuple[str, str]:
                     if out.get("output_type") != "error" or index in (0, last):
                         continue
                     # Only the grader interrupts the kernel, so KeyboardInterrupt means a timeout.
+                    where = cell.get("metadata", {}).get("al_cell", f"cell {index}")
                     if out.get("ename") in ("CellTimeout", "KeyboardInterrupt"):
                         status = "timeout"
-                        errors.append(f"cell {index} ran past {options.cell_timeout:g} s")
+                        errors.append(f"{where} ran past {options.cell_timeout:g} s")
                     else:
                         status = "error" if status == "ok" else status
-                        errors.append(f"cell {index}: {out.get('ename')}: {out.get('evalue', '')}"[:200])
+                        errors.append(f"{where}: {out.get('ename')}: {out.get('evalue', '')}"[:200])
     except DeadKernelError:
         return "crashed", "; ".join(errors + ["the kernel died (out of memory, or the submission exited it)"])
     except Exception as exc:  # noqa: BLE001

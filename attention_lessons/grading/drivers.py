@@ -54,12 +54,31 @@ def mha_forward(cls, config, query, value, key=None, weights=None, attention_mas
         layer(query, value, **kwargs)  # build
         if weights is not None:
             layer.set_weights([np.asarray(w) for w in weights])
-        out, scores = layer(query, value, attention_mask=attention_mask, use_causal_mask=use_causal_mask,
-                            return_attention_scores=True, training=training, **kwargs)
+
+        def forward():
+            result = layer(query, value, attention_mask=attention_mask, use_causal_mask=use_causal_mask,
+                           return_attention_scores=True, training=training, **kwargs)
+            if not (isinstance(result, (tuple, list)) and len(result) == 2):
+                got = f"{type(result).__name__} of {len(result)}" if isinstance(result, (tuple, list)) \
+                    else f"one {type(result).__name__}"
+                raise TypeError(f"with return_attention_scores=True, call() must return (output, scores); "
+                                f"it returned {got}")
+            for part in result:
+                if not keras.ops.is_tensor(part):
+                    raise TypeError(f"call() must return tensors (results of keras.ops); it returned a "
+                                    f"{type(part).__name__}")
+            return [np.asarray(part, dtype=np.float32) for part in result]
+
+        out, scores = forward()
+        # Same inputs, training=False: the same answer (no dropout or state left switched on).
+        again = forward()
+        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip((out, scores), again)):
+            raise RuntimeError("called twice on the same inputs (training=False), the layer returned different "
+                               "outputs: dropout must run only when training, and call() must keep no state")
     finally:
         if policy:
             keras.config.set_dtype_policy("float32")
-    return np.asarray(out, dtype=np.float32), np.asarray(scores, dtype=np.float32)
+    return out, scores
 
 
 def mha_initial_kernels_distinct(cls, config, query, seed=0):
@@ -108,6 +127,10 @@ def keras_model_file(model, max_megabytes=64):
     import os
     import tempfile
 
+    if model is None:
+        # The untouched notebook leaves `model = None` (its build_model still raises
+        # NotImplementedError, which the cell catches): not attempted, rather than a wrong type.
+        raise NotImplementedError("`model` is None: build_model and train still raise NotImplementedError")
     keras = _keras()
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a trained keras.Model; got {type(model).__name__}")

@@ -21,19 +21,34 @@ def _ref_divnorm(drive, sigma, n):
     return _divnorm(drive, sigma=sigma, n=n)
 
 
-# Classic mistakes, each written as the code a student would have written.
+# Classic mistakes, each written as the code a student would have written. Each is the
+# solution with ONE mistake: the rest, the dtype of the result included, is right, so that a
+# bug explains every output of a student who made that mistake alone (see spec.judge).
+def _keeps_dtype(fn):
+    """``fn`` computed in at least float32 and returned in the input's floating dtype, as asked."""
+    def wrapped(x, axis=-1, temperature=1.0):
+        x = np.asarray(x)
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+        return fn(x.astype(np.promote_types(dtype, np.float32)), axis, temperature).astype(dtype)
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+@_keeps_dtype
 def _naive(x, axis=-1, temperature=1.0):
-    e = np.exp(np.asarray(x, dtype=float) / temperature)
+    e = np.exp(x / temperature)
     return e / e.sum(axis=axis, keepdims=True)
 
 
+@_keeps_dtype
 def _sum_of_logits(x, axis=-1, temperature=1.0):
-    z = np.asarray(x, dtype=float) / temperature
+    z = x / temperature
     return np.exp(z) / z.sum(axis=axis, keepdims=True)
 
 
+@_keeps_dtype
 def _sum_of_logits_shifted(x, axis=-1, temperature=1.0):
-    z = np.asarray(x, dtype=float) / temperature
+    z = x / temperature
     return np.exp(z - z.max(axis=axis, keepdims=True)) / z.sum(axis=axis, keepdims=True)
 
 
@@ -50,7 +65,7 @@ def _axis_zero(x, axis=-1, temperature=1.0):
 
 
 def _whole_array(x, axis=-1, temperature=1.0):
-    x = np.asarray(x, dtype=float)
+    x = np.asarray(x)
     return _softmax(x.ravel(), temperature=temperature).reshape(x.shape)
 
 
@@ -169,6 +184,13 @@ LOGIT_SUM = "You divide by the sum of the scores; divide by the sum of their exp
 AXIS_HINT = "Normalise along `axis` only: reductions need `axis=axis, keepdims=True`."
 OVERFLOW = ("exp() overflows for large scores (exp(1000) = inf, inf/inf = nan). Subtract the maximum "
             "along `axis` before exponentiating; softmax does not change when every score shifts.")
+STABLE = ("Scores like ±1e4 must still give finite weights that sum to 1: subtract the maximum along `axis` "
+          "before exponentiating (softmax does not change when every score shifts).")
+#: What lesson 03 teaches (section 4): it gives exact zeros to masked entries AND to fully masked rows.
+#: (np.where(mask, x, -np.inf) alone turns a fully masked row into NaN: -inf - (-inf).)
+LESSON_MASK = ("mask the scores before the softmax as lesson 03 does: m = the maximum over the kept scores (0 for a "
+               "row with none), e = np.where(mask, np.exp(x - m), 0.0), then divide by the row sum only where it is "
+               "> 0.")
 
 softmax_q = Question(
     "ex02.q1", "softmax", "softmax(x, axis=-1, temperature=1.0)", _ref_softmax, [
@@ -183,7 +205,7 @@ softmax_q = Question(
         Check("temperature divides the scores", 1.0, _temperatures,
               hint="softmax(x / T): a temperature above 1 should make the weights flatter.",
               bugs=[Bug("You multiply by the temperature; divide by it (T > 1 flattens the weights).", _times_temperature)]),
-        Check("stable for scores of ±1e4 (no overflow)", 1.0, _large, hint=OVERFLOW,
+        Check("stable for scores of ±1e4 (no overflow)", 1.0, _large, hint=STABLE,
               bugs=[Bug(OVERFLOW, _naive)]),
         Check("keeps the input's dtype (float32, float16)", 0.5, _dtypes, rtol=2e-3, atol=2e-3, dtype=True,
               hint="Return weights with x's dtype (`.astype(x.dtype)`); compute float16 in float32 first.",
@@ -195,7 +217,7 @@ softmax_q = Question(
 masked_q = Question(
     "ex02.q2", "masked_softmax", "masked_softmax(x, mask, axis=-1)", _ref_masked, [
         Check("masked entries get 0 and the rest sum to 1", 1.5, _masks,
-              hint="Set masked scores to -inf (or drop them) BEFORE the softmax, so the kept weights renormalise.",
+              hint="Masked entries get weight exactly 0 and the kept ones sum to 1: " + LESSON_MASK,
               bugs=[Bug("Mask polarity is inverted: True means 'may attend' (keep), False means masked.", _inverted_mask),
                     Bug("You zero the masked weights after the softmax without renormalising: rows no longer sum to 1. "
                         "Mask the scores before the softmax.", _zero_after),
@@ -209,7 +231,8 @@ masked_q = Question(
                         "Mask the scores before the softmax.", _zero_after),
                     Bug("Mask polarity is inverted: True means 'may attend' (keep), False means masked.", _inverted_mask)]),
         Check("a (1, S) mask broadcasts over the rows", 0.5, _broadcast_mask,
-              hint="Use np.where(mask, x, -np.inf): it broadcasts a (1, S) mask over every row.",
+              hint="A (1, S) mask applies to every row: broadcast it first (np.broadcast_to(mask, x.shape)), then "
+                   + LESSON_MASK,
               bugs=[Bug("Mask polarity is inverted: True means 'may attend' (keep).", _inverted_mask)]),
     ])
 

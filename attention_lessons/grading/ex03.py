@@ -85,8 +85,8 @@ question = Question(
                         "the largest weights.", _no_minus),
                     Bug("The Gaussian kernel has a 1/2: the score is -(q - k)² / (2 h²).", _no_half)]),
         Check("stable when a query is far from every key", 1.0, _far,
-              hint="Every exp() underflows to 0 when all distances are large: 0/0 = NaN. Subtract the row maximum "
-                   "of the scores before exponentiating (or reuse your softmax from ex02).",
+              hint="Far from every key the weights must still be finite and sum to 1: subtract each row's maximum "
+                   "score before exponentiating (or reuse your softmax from ex02).",
               bugs=[Bug("exp(score) underflows to 0 for every key when the query is far away, and 0/0 = NaN. "
                         "Subtract the maximum score of each row before exponentiating.", _naive)]),
         Check("multi-dimensional keys: squared distance summed over features", 0.5, _multi_d,
@@ -95,6 +95,6 @@ question = Question(
               hint="prediction = weights @ values works for values of shape (n_keys, d_v) too."),
         Check("bad input raises ValueError", 0.5, _bad, expect="raise",
               hint="Raise ValueError for bandwidth <= 0 and when keys and values differ in length, naming the arguments."),
-    ])
+    ], outputs=("prediction", "weights"))
 
 EXERCISE = Exercise("ex03", "ex03_attention_pooling", "Attention pooling", [question])

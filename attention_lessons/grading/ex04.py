@@ -177,7 +177,8 @@ sdpa_q = Question(
                     Bug("The softmax runs over the queries (axis -2); each query's weights must sum to 1 over the "
                         "keys (axis -1).", _query_axis)]),
         Check("mask: True = may attend, masked keys get weight 0", 1.0, _masked,
-              hint="Replace masked scores with -inf before the softmax (np.where(mask, scores, -np.inf)).",
+              hint="Masked keys get weight exactly 0 and each query's visible keys share all of it: mask the scores "
+                   "before the softmax, as in ex02's masked_softmax (zeros for a row with no visible key).",
               bugs=[Bug("Mask polarity is inverted: True means 'may attend' (keep), False means masked.", _mask_inverted),
                     Bug("You zero the masked weights after the softmax without renormalising; mask the scores "
                         "before the softmax.", _mask_after)]),
@@ -186,7 +187,7 @@ sdpa_q = Question(
               bugs=[Bug("A fully masked row is all -inf and becomes NaN; return zero weights for such rows.", _mask_nan)]),
         Check("works with heads: (B, H, T, d) and a (T, S) mask", 0.5, _heads,
               hint="Use np.swapaxes(k, -1, -2) and @ (or einsum with '...'), so extra leading axes broadcast."),
-    ])
+    ], outputs=("output", "weights"))
 
 causal_q = Question(
     "ex04.q3", "causal_mask", "causal_mask(t, s=None)", _ref_causal, [

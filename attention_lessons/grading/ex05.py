@@ -29,17 +29,17 @@ def _split_no_transpose(x, num_heads):
     return np.asarray(x).reshape(b, num_heads, t, f // num_heads)
 
 
-def _split_d_then_h(x, num_heads):
+def _split_head_size_first(x, num_heads):
     b, t, f = np.shape(x)
     return np.asarray(x).reshape(b, t, f // num_heads, num_heads).transpose(0, 3, 1, 2)
 
 
 def _merge_no_transpose(x):
-    b, n, t, d = np.shape(x)
-    return np.asarray(x).reshape(b, t, n * d)
+    b, n, t, h = np.shape(x)
+    return np.asarray(x).reshape(b, t, n * h)
 
 
-def _buggy_mha(share=False, scale="key_dim", output=True, invert=False, merge_transpose=True):
+def _buggy_mha(share=False, scale="key_dim", output=True, invert=False, merge_transpose=True, guard=True):
     """A student-style forward pass with one classic mistake switched on."""
     def fn(query, value, params, num_heads, mask=None):
         p = {k: np.asarray(v, dtype=float) for k, v in params.items()}
@@ -55,7 +55,13 @@ def _buggy_mha(share=False, scale="key_dim", output=True, invert=False, merge_tr
         keep = None if mask is None else np.asarray(mask, dtype=bool)[:, None]
         if keep is not None and invert:
             keep = ~keep
-        context = _softmax(scores, mask=keep) @ v                       # (B, N, T, Hv)
+        if guard:
+            weights = _softmax(scores, mask=keep)
+        else:  # -inf fill and a plain softmax: a fully masked row is -inf - (-inf) = NaN
+            s = scores if keep is None else np.where(keep, scores, -np.inf)
+            e = np.exp(s - s.max(axis=-1, keepdims=True))
+            weights = e / e.sum(axis=-1, keepdims=True)
+        context = weights @ v                                           # (B, N, T, Hv)
         b, n, t, hv = context.shape
         merged = (context.transpose(0, 2, 1, 3) if merge_transpose else context).reshape(b, t, n * hv)
         if not output:
@@ -100,7 +106,17 @@ def _masked(rng):
     x = rng.normal(size=(2, 4, 8))
     mask = rng.random((2, 4, 4)) < 0.6
     mask[..., 0] = True
-    return [Case((x, x, _params(rng), 2), {"mask": mask}, label="a random (2, 4, 4) mask")]
+    # T ≠ S, and a query that may attend to no key: zero weights, so its context is 0 and its
+    # output the output bias (the convention of ex04 and of the reference, never NaN).
+    cross = rng.random((2, 3, 5)) < 0.6
+    cross[..., 1] = True
+    cross[1, 2] = False
+    one = rng.normal(size=(1, 4, 8))
+    return [Case((x, x, _params(rng), 2), {"mask": mask}, label="a random (2, 4, 4) mask"),
+            Case((rng.normal(size=(2, 3, 8)), rng.normal(size=(2, 5, 8)), _params(rng), 2), {"mask": cross},
+                 label="query (2, 3, 8), value (2, 5, 8), mask (2, 3, 5) whose query 2 of example 1 sees no key"),
+            Case((one, one, _params(rng), 2), {"mask": np.tril(np.ones((1, 4, 4), dtype=bool))},
+                 label="batch of 1: x (1, 4, 8) with a causal (1, 4, 4) mask")]
 
 
 SHARED = ("Q, K and V come from ONE projection: use params['query_kernel'], params['key_kernel'] and "
@@ -108,21 +124,21 @@ SHARED = ("Q, K and V come from ONE projection: use params['query_kernel'], para
 
 split_q = Question(
     "ex05.q1", "split_heads", "split_heads(x, num_heads)", _ref_split, [
-        Check("(B, T, N·D) → (B, N, T, D)", 1.0, _split_cases,
-              hint="Reshape to (B, T, N, D), then transpose to (B, N, T, D).",
-              bugs=[Bug("Heads reshaped without the transpose: reshaping (B, T, N·D) straight to (B, N, T, D) mixes "
-                        "time steps across heads. Reshape to (B, T, N, D) first, then transpose(0, 2, 1, 3).",
+        Check("(B, T, N·H) → (B, N, T, H)", 1.0, _split_cases,
+              hint="Reshape to (B, T, N, H), then transpose to (B, N, T, H).",
+              bugs=[Bug("Heads reshaped without the transpose: reshaping (B, T, N·H) straight to (B, N, T, H) mixes "
+                        "time steps across heads. Reshape to (B, T, N, H) first, then transpose(0, 2, 1, 3).",
                         _split_no_transpose),
-                    Bug("The feature axis splits as (N, D) — head first — not (D, N): reshape to (B, T, N, D).",
-                        _split_d_then_h)]),
+                    Bug("The feature axis splits as (N, H) — head first — not (H, N): reshape to (B, T, N, H).",
+                        _split_head_size_first)]),
         Check("rejects num_heads that does not divide the features", 0.5, _split_bad, expect="raise",
               hint="Raise ValueError naming `num_heads` and the feature size when x.shape[-1] % num_heads != 0."),
     ])
 
 merge_q = Question(
     "ex05.q2", "merge_heads", "merge_heads(x)", _ref_merge, [
-        Check("(B, N, T, D) → (B, T, N·D), the inverse of split_heads", 1.0, _merge_cases,
-              hint="Transpose back to (B, T, N, D), then reshape to (B, T, N·D).",
+        Check("(B, N, T, H) → (B, T, N·H), the inverse of split_heads", 1.0, _merge_cases,
+              hint="Transpose back to (B, T, N, H), then reshape to (B, T, N·H).",
               bugs=[Bug("Heads merged without transposing back: move the head axis behind time "
                         "(transpose(0, 2, 1, 3)) before reshaping.", _merge_no_transpose)]),
     ])
@@ -143,8 +159,12 @@ mha_q = Question(
               hint="Q comes from `query`; K and V both come from `value` (T queries, S keys).",
               bugs=[Bug(SHARED, _buggy_mha(share=True))]),
         Check("mask (B, T, S), True = may attend, shared by every head", 1.0, _masked,
-              hint="Broadcast the mask over heads (mask[:, None]) and set masked scores to -inf before the softmax.",
-              bugs=[Bug("Mask polarity is inverted: True means 'may attend'.", _buggy_mha(invert=True))]),
+              hint="Broadcast the mask over heads (mask[:, None]) and mask the scores before the softmax; a query "
+                   "with no visible key gets zero weights (as in ex04), so its output is just the output bias.",
+              bugs=[Bug("Mask polarity is inverted: True means 'may attend'.", _buggy_mha(invert=True)),
+                    Bug("A query with no visible key is all -inf and becomes NaN (-inf - (-inf)). Give it zero weights "
+                        "as in ex04: the maximum over the visible scores only (0 where there is none), and divide only "
+                        "where the row sum is > 0.", _buggy_mha(guard=False))]),
     ])
 
 EXERCISE = Exercise("ex05", "ex05_multi_head_numpy", "Multi-head attention in NumPy", [split_q, merge_q, mha_q])

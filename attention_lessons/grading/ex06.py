@@ -56,11 +56,11 @@ def _buggy(**bugs):
             logits = ops.einsum(pattern, q, k)                                     # (B, N, T, S)
             t, s = query.shape[1], value.shape[1]
             mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
+            if mask is not None and bugs.get("inverted_mask"):   # the student's mask, not the causal one
+                mask = ops.logical_not(mask)
             if use_causal_mask:
                 causal = ops.arange(s)[None, :] <= ops.arange(t)[:, None]
                 mask = causal if mask is None else ops.logical_and(mask, causal)
-            if mask is not None and bugs.get("inverted_mask"):
-                mask = ops.logical_not(mask)
             if bugs.get("float16_softmax"):
                 if mask is not None:
                     logits = ops.where(mask[..., None, :, :] if len(mask.shape) == 3 else mask, logits,
@@ -86,8 +86,11 @@ def _buggy(**bugs):
     return Buggy
 
 
-def _reference(*args, **kwargs):
-    return mha_forward(_keras().layers.MultiHeadAttention, *args, **kwargs)
+def _reference(config, query, value, key=None, weights=None, attention_mask=None, use_causal_mask=False,
+               training=False):
+    """keras.layers.MultiHeadAttention through the driver (named arguments, for the feedback)."""
+    return mha_forward(_keras().layers.MultiHeadAttention, config, query, value, key=key, weights=weights,
+                       attention_mask=attention_mask, use_causal_mask=use_causal_mask, training=training)
 
 
 def _bug(**bugs):
@@ -123,8 +126,9 @@ CONFIG = {"num_heads": 2, "key_dim": 4}
 
 
 def _self(rng):
-    x = _f32(rng, 2, 5, 8)
-    return [Case((CONFIG, x, x), {"weights": _weights(rng, 8, 8, 2, 4)}, "self-attention, x (2, 5, 8), 2 heads × 4")]
+    x, one = _f32(rng, 2, 5, 8), _f32(rng, 1, 3, 8)
+    return [Case((CONFIG, x, x), {"weights": _weights(rng, 8, 8, 2, 4)}, "self-attention, x (2, 5, 8), 2 heads × 4"),
+            Case((CONFIG, one, one), {"weights": _weights(rng, 8, 8, 2, 4)}, "a batch of one: x (1, 3, 8)")]
 
 
 def _cross(rng):
@@ -137,13 +141,30 @@ def _masked(rng):
     x = _f32(rng, 2, 4, 8)
     mask = rng.random((2, 4, 4)) < 0.6
     mask[..., 0] = True
+    # T ≠ S, with one query that sees no key: zero weights and a zero context on the explicit
+    # path (return_attention_scores=True), which is the path the driver takes.
+    cross = rng.random((2, 3, 6)) < 0.6
+    cross[..., 2] = True
+    cross[0, 1] = False
+    one = _f32(rng, 1, 4, 8)
     return [Case((CONFIG, x, x), {"weights": _weights(rng, 8, 8, 2, 4), "attention_mask": mask},
-                 "attention_mask (2, 4, 4), True = may attend")]
+                 "attention_mask (2, 4, 4), True = may attend"),
+            Case((CONFIG, _f32(rng, 2, 3, 8), _f32(rng, 2, 6, 8)),
+                 {"weights": _weights(rng, 8, 8, 2, 4), "attention_mask": cross},
+                 "query (2, 3, 8), value (2, 6, 8), attention_mask (2, 3, 6) where query 1 of example 0 sees no key"),
+            Case((CONFIG, one, one), {"weights": _weights(rng, 8, 8, 2, 4), "attention_mask": mask[:1]},
+                 "a batch of one: x (1, 4, 8), attention_mask (1, 4, 4)")]
 
 
 def _causal(rng):
-    x = _f32(rng, 2, 5, 8)
-    return [Case((CONFIG, x, x), {"weights": _weights(rng, 8, 8, 2, 4), "use_causal_mask": True}, "use_causal_mask=True")]
+    x, one = _f32(rng, 2, 5, 8), _f32(rng, 1, 4, 8)
+    short, long = _f32(rng, 2, 3, 8), _f32(rng, 2, 6, 8)
+    weights = lambda: {"weights": _weights(rng, 8, 8, 2, 4), "use_causal_mask": True}  # noqa: E731
+    # T ≠ S both ways: the triangle is aligned at the top-left corner (query i sees keys j <= i).
+    return [Case((CONFIG, x, x), weights(), "use_causal_mask=True"),
+            Case((CONFIG, short, long), weights(), "use_causal_mask=True, query (2, 3, 8), value (2, 6, 8): T < S"),
+            Case((CONFIG, long, short), weights(), "use_causal_mask=True, query (2, 6, 8), value (2, 3, 8): T > S"),
+            Case((CONFIG, one, one), weights(), "use_causal_mask=True, a batch of one: x (1, 4, 8)")]
 
 
 def _init(rng):
@@ -165,30 +186,32 @@ FORWARD_HINT = ("Project with einsum('btd,dnh->btnh'), scale the query by 1/√k
 SWAPPED = ("The einsum axes are swapped: your scores are (B, N, S, T). Use 'btnh,bsnh->bnts' so each query's "
            "row runs over the keys.")
 OUTPUT = "The output projection is missing: combine the heads with the output kernel (N, Hv, D) and add its bias."
+SWAPPED_AXES = Bug(SWAPPED, _bug(swapped_axes=True))
+INVERTED = Bug("Mask polarity is inverted: True means 'may attend' (Keras's convention).", _bug(inverted_mask=True))
 
 forward_q = Question(
     "ex06.q1", "MyMultiHeadAttention", "MyMultiHeadAttention: weights and forward pass", _reference, [
         Check("self-attention equals keras.layers.MultiHeadAttention (outputs and scores)", 2.0, _self,
               rtol=1e-4, atol=1e-5, hint=FORWARD_HINT,
-              bugs=[Bug(SWAPPED, _bug(swapped_axes=True)),
+              bugs=[SWAPPED_AXES,
                     Bug("Scale by √key_dim (the head size), not √d_model.", _bug(scale="d_model")),
                     Bug("The scores are not scaled: multiply the query by 1/√key_dim.", _bug(scale="none")),
                     Bug(OUTPUT, _bug(no_output_projection=True))]),
         Check("cross-attention with T ≠ S, key ≠ value and value_dim ≠ key_dim", 1.0, _cross, rtol=1e-4, atol=1e-5,
               hint="Keys come from `key` (default `value`), values from `value`; value_dim sets the value heads' size.",
-              bugs=[Bug(SWAPPED, _bug(swapped_axes=True))]),
-    ], driver="mha_forward")
+              bugs=[SWAPPED_AXES]),
+    ], driver="mha_forward", outputs=("output", "scores"))
 
 masks_q = Question(
     "ex06.q2", "MyMultiHeadAttention", "MyMultiHeadAttention: masks", _reference, [
         Check("attention_mask: True = may attend", 1.0, _masked, rtol=1e-4, atol=1e-5,
-              hint="Broadcast the (B, T, S) mask over heads and give masked keys zero weight.",
-              bugs=[Bug("Mask polarity is inverted: True means 'may attend' (Keras's convention).",
-                        _bug(inverted_mask=True))]),
+              hint="Broadcast the (B, T, S) mask over heads and give masked keys zero weight; a query with no "
+                   "visible key gets zero weights.",
+              bugs=[INVERTED]),
         Check("use_causal_mask=True", 1.0, _causal, rtol=1e-4, atol=1e-5,
-              hint="Causal: query t may attend to keys s <= t (lower triangle, diagonal included).",
-              bugs=[Bug("Mask polarity is inverted: True means 'may attend'.", _bug(inverted_mask=True))]),
-    ], driver="mha_forward")
+              hint="Causal: query t may attend to keys s <= t (lower triangle, diagonal included), for T queries and "
+                   "S keys: build the (T, S) triangle from the query's and the value's lengths."),
+    ], driver="mha_forward", outputs=("output", "scores"))
 
 robust_q = Question(
     "ex06.q3", "MyMultiHeadAttention", "MyMultiHeadAttention: initialisation and mixed precision", _init_reference, [
@@ -208,7 +231,7 @@ mixed_q = Question(
               bugs=[Bug("The softmax runs in float16: -1e9 becomes -inf there and a fully masked row turns into NaN. "
                         "Cast the logits to float32 before masking and softmax, then cast the weights back.",
                         _bug(float16_softmax=True))]),
-    ], driver="mha_forward")
+    ], driver="mha_forward", outputs=("output", "scores"))
 
 EXERCISE = Exercise("ex06", "ex06_keras_layer", "A Keras multi-head attention layer",
                     [forward_q, masks_q, robust_q, mixed_q], memory_mb=8192)

@@ -73,6 +73,8 @@ def _online(bug=None):
                 m_new = np.zeros_like(m)
             elif bug == "max_frozen":
                 m_new = scores.max(axis=-1, keepdims=True) if start == 0 else m
+            elif bug == "shared_max":   # one running max for every query (and batch entry)
+                m_new = np.maximum(m, scores.max())
             else:
                 m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
             if bug == "no_diagonal_guarded":
@@ -139,6 +141,9 @@ MAX_NOT_KEPT = ("Only the last chunk counts: m is never set to m_new, so it stay
                 "l and acc at every chunk. After the updates, keep the new max: m = m_new.")
 NO_MAX = ("Large scores overflow (or all underflow to 0): you exponentiate the raw scores. Subtract the running max: "
           "exp(s - m_new) with m_new = max(m, max of the chunk's scores).")
+SHARED_MAX = ("One running maximum is shared by all queries: a query whose scores lie far below another query's "
+              "gets exp(s - m) = 0 for every key, and 0/0 = NaN. Keep one maximum per query, m of shape (..., T, 1): "
+              "m_new = np.maximum(m, s.max(axis=-1, keepdims=True)).")
 MAX_FROZEN = ("The running max is never updated after the first chunk, so a later chunk with much larger scores "
               "overflows exp(). Update m_new = max(m, chunk max) for every chunk and rescale l and acc.")
 NO_DIAGONAL = ("The diagonal is excluded: query i may attend to key j when j <= i (itself included), so the first "
@@ -160,7 +165,7 @@ CATALOGUE = {
     "max_stays_init": MAX_STAYS, "max_not_kept": MAX_NOT_KEPT, "no_rescale_sum": RESCALE_SUM, "no_rescale_acc": RESCALE_ACC,
     "no_rescale": RESCALE_BOTH, "inverted_rescale": RESCALE_SIGN, "per_chunk": PER_CHUNK, "unscaled": UNSCALED,
     "stop_early": STOP_EARLY, "skip_partial": SKIP_PARTIAL, "overlap": OVERLAP, "no_max": NO_MAX,
-    "max_frozen": MAX_FROZEN, "ignore_causal": IGNORED, "no_diagonal": NO_DIAGONAL, "no_diagonal_guarded": NO_DIAGONAL,
+    "max_frozen": MAX_FROZEN, "shared_max": SHARED_MAX, "ignore_causal": IGNORED, "no_diagonal": NO_DIAGONAL, "no_diagonal_guarded": NO_DIAGONAL,
     "local": LOCAL, "bottom_right": BOTTOM_RIGHT,
 }
 _BUGS = {name: Bug(hint, _online(name)) for name, hint in CATALOGUE.items()}
@@ -214,6 +219,16 @@ def _ramp(rng, t, s, slope, dtype):
     return q.astype(dtype), k.astype(dtype), v.astype(dtype)
 
 
+def _apart(rng, t, s, dtype=float):
+    """Integer-valued q, k (exact scores) where query i's scores lie near (-1)^i · 1000: queries whose
+    scores differ by about 2000 within one call, so one maximum shared by all queries underflows."""
+    q = rng.integers(-3, 4, size=(t, 4)).astype(float)
+    q[:, 0] = np.where(np.arange(t) % 2 == 0, 40.0, -40.0)
+    k = rng.integers(-3, 4, size=(s, 4)).astype(float)
+    k[:, 0] = 50.0 + rng.integers(-3, 4, size=s)
+    return q.astype(dtype), k.astype(dtype), rng.normal(size=(s, 3)).astype(dtype)
+
+
 def _large(rng):
     qa, ka, va = _ramp(rng, 3, 9, 200.0, float)             # scores from about -800 to +800
     qb, kb, vb = _ramp(rng, 3, 9, 40.0, float)
@@ -221,7 +236,8 @@ def _large(rng):
     qc, kc, vc = _ramp(rng, 3, 9, 40.0, np.float32)         # float32: about -160 … +160
     return [Case((qa, ka, va, 3), label="float64 scores rising from about -800 to +800, chunk_size=3"),
             Case((qb, kb, vb, 4), label="float64 scores all near -1000, chunk_size=4"),
-            Case((qc, kc, vc, 2), label="float32 scores rising from about -160 to +160, chunk_size=2")]
+            Case((qc, kc, vc, 2), label="float32 scores rising from about -160 to +160, chunk_size=2"),
+            Case(_apart(rng, 4, 9) + (3,), label="4 queries whose scores lie near +1000 and -1000 in turn, chunk_size=3")]
 
 
 def _causal_square(rng):
@@ -246,7 +262,9 @@ def _causal_more(rng):
     q, k, v = _ramp(rng, 9, 9, 200.0, float)
     return [Case(_qkv(rng, 5, 5, 4, 3, lead=(2, 2), dtype=np.float32) + (2,), {"causal": True},
                  label="causal float32 heads: q, k (2, 2, 5, 4), chunk_size=2"),
-            Case((q, k, v, 3), {"causal": True}, label="causal, float64 scores rising from about -800 to +800")]
+            Case((q, k, v, 3), {"causal": True}, label="causal, float64 scores rising from about -800 to +800"),
+            Case(_apart(rng, 6, 6) + (2,), {"causal": True},
+                 label="causal, 6 queries whose scores lie near +1000 and -1000 in turn, chunk_size=2")]
 
 
 def _memory(rng):
@@ -282,7 +300,7 @@ online_q = Question(
               hint="Exponentiate only s - m_new, where m_new is the running max INCLUDING this chunk, and rescale "
                    "l and acc by exp(m - m_new) when it grows.",
               bugs=_bugs("max_stays_init", "no_rescale_sum", "no_rescale_acc", "no_rescale", "inverted_rescale", "no_max",
-                         "max_frozen", "stop_early", "skip_partial")),
+                         "max_frozen", "shared_max", "stop_early", "skip_partial")),
     ])
 
 causal_q = Question(
@@ -298,7 +316,7 @@ causal_q = Question(
               bugs=_bugs(*ALGORITHM, "stop_early", "overlap", *CAUSAL, "bottom_right")),
         Check("causal with heads (float32) and with large scores", 0.5, _causal_more, rtol=1e-5, atol=1e-5,
               hint="The causal mask (T, S-chunk) broadcasts over leading dimensions; keep subtracting the running max.",
-              bugs=_bugs(*ALGORITHM, *CHUNKS, "no_max", "max_frozen", *CAUSAL)),
+              bugs=_bugs(*ALGORITHM, *CHUNKS, "no_max", "max_frozen", "shared_max", *CAUSAL)),
     ])
 
 memory_q = Question(
@@ -307,7 +325,9 @@ memory_q = Question(
               f"float64 matrix is 32 MiB)", 2.0, _memory, rtol=1e-5, atol=1e-5,
               hint=f"Keep at most a few (T, chunk_size) blocks alive at a time: the peak memory of one call must "
                    f"stay below {BUDGET_MIB} MiB.",
+              output_hints={1: "The output is wrong on these larger inputs (float64, T = S = 2048): questions 1 and 2 "
+                               "find the mistake on small ones."},
               bugs=[Bug(FULL_MATRIX, _naive_under_driver)]),
-    ], driver="online_memory")
+    ], driver="online_memory", outputs=("over_budget", "output"))
 
 EXERCISE = Exercise("ex08", "ex08_online_softmax", "Online-softmax attention", [online_q, causal_q, memory_q])
