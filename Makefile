@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mha.py
 	$(BIN)/python benchmarks/grading_throughput.py
 	$(BIN)/python benchmarks/bench_long.py
+	$(BIN)/python benchmarks/bench_modern.py
 
 ## exercises: regenerate exercises/ from solutions/
 exercises: $(STAMP)

@@ -5,13 +5,14 @@ machine: the data is enumerated or drawn with NumPy's ``default_rng`` only, neve
 Each task comes as a :class:`Dataset` of ``train``/``val``/``test`` :class:`Split` s, with a
 :class:`Vocabulary` where the inputs are tokens.
 
-=====================  ===========================================================
-``regression_toy``     y = 2 sin x + x^0.8 + noise, the kernel-regression toy (04)
-``sentiment``          movie-review sentences where word order decides (lesson 11)
-``dates``              human-written dates → ISO 8601 (lesson 12)
-``digits``             scikit-learn's bundled 8×8 digits cut into patches (lesson 13)
-``copy_reverse``       copy or reverse a random token string (sanity checks)
-=====================  ===========================================================
+==============================  ==============================================================
+``regression_toy``              y = 2 sin x + x^0.8 + noise, the kernel-regression toy (04)
+``sentiment``                   movie-review sentences where word order decides (lesson 11)
+``sentiment_longer_contrasts``  contrasts with three-word clauses, never in ``sentiment``
+``dates``                       human-written dates → ISO 8601 (lesson 12)
+``digits``                      scikit-learn's bundled 8×8 digits cut into patches (lesson 13)
+``copy_reverse``                copy or reverse a random token string (sanity checks)
+==============================  ==============================================================
 
 This module imports NumPy only (scikit-learn lazily, for the digits).
 """
@@ -26,7 +27,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Vocabulary", "Split", "Dataset", "regression_toy", "sentiment", "sentiment_label", "dates",
+__all__ = ["Vocabulary", "Split", "Dataset", "regression_toy", "sentiment", "sentiment_label",
+           "sentiment_longer_contrasts", "dates",
            "format_date", "DATE_FORMATS", "digits", "patchify", "copy_reverse", "SENTIMENT_GRAMMAR"]
 
 PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
@@ -294,6 +296,49 @@ def sentiment(n_train: int = 4000, n_val: int = 1000, n_test: int = 2000, seed: 
     return Dataset(train, val, test, vocab=vocab,
                    info={"task": "sentiment", "grammar": SENTIMENT_GRAMMAR, "max_length": _SENTIMENT_LENGTH,
                          "n_sentences": len(sentences)})
+
+
+@functools.lru_cache(maxsize=1)
+def _longer_contrasts() -> tuple[tuple[tuple[str, ...], int], ...]:
+    """Every "X but Y" sentence (labels disagree) with a three-word clause that fits in 12 tokens."""
+    clauses = list(_clauses())
+    out = []
+    for opener, noun in itertools.product(_OPENERS, _NOUNS):
+        head = opener + ("the", noun, "was")
+        for (w1, y1), (w2, y2) in itertools.product(clauses, clauses):
+            if y1 != y2 and max(len(w1), len(w2)) == 3 and len(head) + len(w1) + 1 + len(w2) <= _SENTIMENT_LENGTH:
+                out.append((head + w1 + ("but",) + w2, y2))
+    return tuple(out)
+
+
+def sentiment_longer_contrasts(n: int = 2000, seed: int = 0) -> Split:
+    """Contrast sentences built from clauses that :func:`sentiment`'s contrasts never use.
+
+    :func:`sentiment`'s contrasts join clauses of at most two words; here at least one clause
+    has three ("not really good but very dull", "quite bad but not very funny"), so no sentence
+    of any :func:`sentiment` split occurs, and a model must *compose* what it learned from
+    plain sentences (three-word clauses) and short contrasts ("… but …"). The labels follow
+    the same grammar (:data:`SENTIMENT_GRAMMAR`, the last clause wins); sentences fit in 12
+    tokens and are encoded with :func:`sentiment`'s vocabulary. ``n`` sentences are drawn
+    without replacement with ``seed`` (238 080 exist).
+
+    Returns
+    -------
+    Split
+        ``x``: ``(n, 12)`` int32 token ids; ``y``: ``(n,)`` int32 labels, 1 = positive;
+        ``extras``: ``text``, ``negated`` (has "not"), ``contrast`` (all True).
+    """
+    _check_sizes(n=n)
+    sentences = _longer_contrasts()
+    if n > len(sentences):
+        raise ValueError(f"`n` must be at most {len(sentences)}; got {n}.")
+    chosen = [sentences[i] for i in _rng(seed).choice(len(sentences), size=n, replace=False)]
+    vocab = Vocabulary(sorted({w for s, _, _ in _all_sentences() for w in s}))
+    x = vocab.encode_batch([s for s, _ in chosen], _SENTIMENT_LENGTH)
+    extras = {"text": [" ".join(s) for s, _ in chosen],
+              "negated": np.array(["not" in s for s, _ in chosen], dtype=bool),
+              "contrast": np.ones(n, dtype=bool)}
+    return Split(x, np.array([y for _, y in chosen], dtype=np.int32), extras)
 
 
 # --------------------------------------------------------------------------- dates

@@ -157,7 +157,9 @@ class Sandbox:
                                       os.environ.get("LD_LIBRARY_PATH") else []) if p is not None]
 
         def allowed(p: Path) -> bool:
-            if p == Path(p.anchor) or any(_inside(h, p) for h in hidden):  # would contain a hidden folder
+            # A folder that would contain a hidden one stays out; the package itself is no reason
+            # (pip installs it inside site-packages): the stripped copy is mounted over it below.
+            if p == Path(p.anchor) or any(_inside(h, p) for h in hidden - packages):
                 return False
             if any(_inside(p, r) for r in repos) and not any(_inside(p, x) for x in prefixes):
                 return False  # e.g. the repository's tests/ or scripts/ on sys.path
