@@ -193,3 +193,33 @@ def test_longer_contrasts_never_occur_in_any_sentiment_split_and_follow_the_gram
     again, other = data.sentiment_longer_contrasts(500, seed=1), data.sentiment_longer_contrasts(500, seed=2)
     assert again.extras["text"] == longer.extras["text"] != other.extras["text"]
     assert 0.3 < longer.y.mean() < 0.7
+
+
+def test_two_saves_of_one_model_share_one_evaluation(tmp_path):
+    # Each check saves the model again, and a .keras file records when it was saved: files of
+    # the same model that differ in their bytes must still give one evaluation (one contrast
+    # accuracy per report), whatever seed the later checks bring.
+    import zipfile
+
+    from attention_lessons.grading.spec import Case
+
+    model = _bag_model()
+    first = tmp_path / "first.keras"
+    model.save(first)
+    second = tmp_path / "second.keras"
+    with zipfile.ZipFile(first) as src, zipfile.ZipFile(second, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "metadata.json":
+                content = content.replace(b'"date_saved"', b'"date_saved_again": 1, "date_saved"')
+            dst.writestr(item, content)
+    blobs = [np.frombuffer(p.read_bytes(), dtype=np.uint8) for p in (first, second)]
+    assert blobs[0].tobytes() != blobs[1].tobytes()
+    a = ex07._results([blobs[0]], Case(label="first check", secret={"seed": 11}))
+    b = ex07._results([blobs[1]], Case(label="later check", secret={"seed": 12}))
+    assert a is b and "contrast" in a
+    other = _attention_model()                         # another submission: evaluated afresh
+    other_path = tmp_path / "other.keras"
+    other.save(other_path)
+    c = ex07._results([np.frombuffer(other_path.read_bytes(), dtype=np.uint8)], Case(label="next", secret={"seed": 11}))
+    assert c is not a

@@ -197,27 +197,47 @@ def _longer_set(seed: int):
     return data.sentiment_longer_contrasts(TEST_SIZE, seed=seed)
 
 
-_model: dict = {}         # sha256 of the last file → its model (or why it cannot be used)
-_evaluations: dict = {}   # sha256 → results
+_keys: dict = {}          # sha256 of a saved file → the fingerprint of the model in it
+_models: dict = {}        # fingerprint → the model (or why it cannot be used); only the last submission's
+_evaluations: dict = {}   # fingerprint → results
+
+
+def _fingerprint(model) -> str:
+    """The model's identity: its architecture and weights, not the bytes of its file.
+
+    Every check of the question saves the student's model again, and a `.keras` file records
+    when it was saved: two saves of one model a second apart are different files."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for layer in model.layers:
+        h.update(f"{type(layer).__name__}:{layer.name};".encode())
+    for weight in model.weights:
+        h.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
+    return h.hexdigest()
 
 
 def _results(outputs, case: Case) -> dict:
-    """Load (once per file) and evaluate (once per file) the submitted model.
+    """Load and evaluate (once per submitted model) the student's model.
 
     Every check of the question reads the same evaluation, on the test set of the seed that the
     first check to run brought, so the report quotes one accuracy per kind of sentence."""
     blob = np.asarray(outputs[0], dtype=np.uint8).tobytes()
     sha, seed = hashlib.sha256(blob).hexdigest(), case.secret["seed"]
-    if sha not in _model:   # a new submission: forget the previous one (and its model)
-        _model.clear()
-        _evaluations.clear()
+    key = _keys.get(sha)
+    if key is None:
         try:
-            _model[sha] = _load(blob)
+            model = _load(blob)
+            key = _fingerprint(model)
         except Unusable as exc:
-            _model[sha] = exc
-    if sha not in _evaluations:
-        _evaluations[sha] = _evaluate(_model[sha], seed)
-    return _evaluations[sha]
+            model, key = exc, sha
+        if key not in _models:   # a new submission: forget the previous one (and its model)
+            _keys.clear()
+            _models.clear()
+            _evaluations.clear()
+            _models[key] = model
+        _keys[sha] = key
+    if key not in _evaluations:
+        _evaluations[key] = _evaluate(_models[key], seed)
+    return _evaluations[key]
 
 
 def _evaluate(model, seed: int) -> dict:
