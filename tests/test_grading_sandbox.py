@@ -32,6 +32,7 @@ from attention_lessons.grading.batch import GradeOptions, grade_many
 ROOT = Path(__file__).resolve().parents[1]
 PKG = sandbox.package_dir()
 REPO = PKG.parent
+EDITABLE = any((REPO / name).exists() for name in ("pyproject.toml", ".git"))  # a source checkout, not site-packages
 ISOLATED = sandbox.probe().startswith(sandbox.PRIVATE_ROOT)
 NEEDS_PRIVATE_ROOT = pytest.mark.skipif(not ISOLATED, reason=f"no private root here: {sandbox.probe()}")
 
@@ -442,10 +443,19 @@ def test_plan_binds_no_folder_that_holds_the_repository_or_the_submissions(tmp_p
         if mount["kind"] != "bind":
             continue
         source, target = Path(mount["source"]), Path(mount["path"])
-        assert source not in REPO.parents and source != REPO and submissions not in (source, *source.parents)
-        if REPO in source.parents:  # only the virtual environment, and the package (as the stripped copy)
-            assert target == PKG or Path(sys.prefix).resolve() in (source, *source.parents), mount
+        assert submissions not in (source, *source.parents), mount
+        if EDITABLE:   # a source checkout: the repository stays out, but for the venv and the package
+            assert source not in REPO.parents and source != REPO, mount
+            if REPO in source.parents:  # only the virtual environment, and the package (as the stripped copy)
+                assert target == PKG or Path(sys.prefix).resolve() in (source, *source.parents), mount
+        elif PKG in (target, *target.parents) or target in PKG.parents:
+            # pip-installed: the environment holding site-packages is bound, and the package folder
+            # in it is covered by the stripped copy, mounted later (deeper paths come later).
+            assert target == PKG or target in PKG.parents or source == jail.package, mount
     assert {"kind": "bind", "path": str(PKG), "source": str(jail.package)} in plan["mounts"]
+    cover = plan["mounts"].index({"kind": "bind", "path": str(PKG), "source": str(jail.package)})
+    assert all(plan["mounts"].index(m) < cover for m in plan["mounts"]
+               if m["kind"] == "bind" and Path(m["path"]) in PKG.parents), "the copy must be mounted last"
 
 
 @NEEDS_PRIVATE_ROOT
@@ -464,6 +474,7 @@ print(json.dumps({"cap": status["CapEff"].strip(), "pid": os.getpid(),
     seen = json.loads(out.stdout)
     assert int(seen["cap"], 16) == 0                      # cannot mount, unmount or trace anything
     assert seen["pid"] == 1 and seen["pids"] == ["1"]     # no other process (nor its /proc/PID/root)
-    venv = [Path(sys.prefix).resolve().relative_to(REPO).parts[0]] if REPO in Path(sys.prefix).resolve().parents else []
-    assert seen["repo"] == sorted([PKG.name] + venv)      # no solutions/, tests/, .git
-    assert "raise ImportError" in seen["package"]
+    if EDITABLE:   # the repository shows only the package (the stripped copy) and the venv
+        venv = [Path(sys.prefix).resolve().relative_to(REPO).parts[0]] if REPO in Path(sys.prefix).resolve().parents else []
+        assert seen["repo"] == sorted([PKG.name] + venv)      # no solutions/, tests/, .git
+    assert "raise ImportError" in seen["package"]             # the copy, never the reference

@@ -394,11 +394,14 @@ def test_gqa_call_errors_name_shapes():
 
 
 def test_gqa_config_round_trip():
+    # Keras < 3.14 (Colab's 3.13) cannot apply an activity regularizer to mixed-precision outputs
+    # (a float32 * bfloat16 Mul, in Keras's own layers too): round-tripped only where Keras runs it.
+    recent = tuple(int(p) for p in keras.__version__.split(".")[:2]) >= (3, 14)
+    extra = {"activity_regularizer": "l1"} if recent else {}
     layer = GroupQueryAttention(head_dim=4, num_query_heads=6, num_key_value_heads=3, dropout=0.1,
                                 use_bias=False, sliding_window=5, use_gate=True, flash_attention=False,
                                 kernel_initializer=keras.initializers.HeNormal(seed=2), kernel_regularizer="l2",
-                                activity_regularizer="l1", bias_constraint="non_neg", seed=9,
-                                dtype="mixed_bfloat16", name="gqa")
+                                bias_constraint="non_neg", seed=9, dtype="mixed_bfloat16", name="gqa", **extra)
     config = layer.get_config()
     json.dumps(config)
     clone = GroupQueryAttention.from_config(config)
