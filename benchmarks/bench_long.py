@@ -108,17 +108,20 @@ def bench_times(n: int, run_naive: bool, args) -> dict:
     return row
 
 
-def machine() -> str:
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux), else what ``platform`` knows."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"CPU {model}, {os.cpu_count()} cores, {total:.0f} GiB RAM"
+    return f"CPU {cpu_model()}, {os.cpu_count()} cores, {total:.0f} GiB RAM"
 
 
 def fmt(x, spec: str, missing: str = "—") -> str:

@@ -191,14 +191,9 @@ def machine() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    model = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench_long import cpu_model   # benchmarks/ is on sys.path when a benchmark runs as a script
+
+    model = cpu_model()
     threads = (f"TensorFlow threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
                f"inter-op {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}")
     return f"CPU {model}, {os.cpu_count()} logical cores ({threads})"
