@@ -8,7 +8,7 @@ LAB_ARGS ?=
 LAB_ROOT ?= $(CURDIR)
 SUBMISSIONS ?= submissions
 
-.PHONY: install lab test colab bench exercises grade notebooks lock clean
+.PHONY: install lab test site colab bench exercises grade notebooks lock clean
 
 # Root (containers, cloud VMs, Codespaces): JupyterLab refuses to start as root unless told.
 ifeq ($(shell id -u 2>/dev/null),0)
@@ -36,11 +36,21 @@ endif
 		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(ROOT_LAB_ARGS) $(LAB_ARGS)
 
 ## test: set everything up and run the whole test suite (package, notebooks via nbval, grading,
-## the course in a real browser, hygiene)
+## the course in a real browser, the website in a real browser, a real JupyterHub, hygiene).
+## ATTENTION_LESSONS_REQUIRE_BROWSER=1: the browser and hub tests fail, never skip, when a tool is missing.
 test: $(STAMP)
 	bash scripts/install_browser.sh
-	$(BIN)/python -m pytest
+	bash scripts/install_node_packages.sh
+	$(BIN)/python scripts/build_site.py --strict
+	ATTENTION_LESSONS_REQUIRE_BROWSER=1 $(BIN)/python -m pytest
 	$(BIN)/python scripts/colab_stack.py
+
+## site: the course as a static website in build/site (open build/site/index.html, or serve it:
+## .venv/bin/python -m http.server -d build/site); offline, from the notebooks' stored outputs
+SITE_ARGS ?=
+site: $(STAMP)
+	bash scripts/install_node_packages.sh
+	$(BIN)/python scripts/build_site.py $(SITE_ARGS)
 
 ## colab: only the Colab-like stack test (Python 3.13 with Colab's TensorFlow, Keras, ipykernel, ipywidgets)
 colab:

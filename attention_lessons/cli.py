@@ -61,13 +61,18 @@ def _sync(args) -> int:
 def _links(args) -> int:
     from .course import EXERCISES, LESSONS, colab_url, nbgitpuller_url
 
+    if (args.repo or args.branch) and not args.hub:
+        print("attention-lessons links: --repo and --branch need --hub (Colab links always open the public repository).",
+              file=sys.stderr)
+        return 2
     paths = []
     if args.what in ("lessons", "all"):
         paths += [f"notebooks/{stem}.ipynb" for stem, _ in LESSONS]
     if args.what in ("exercises", "all"):
         paths += [f"exercises/{stem}.ipynb" for stem, _, _ in EXERCISES]
     for path in paths:
-        print(f"{path}\t{nbgitpuller_url(args.hub, path) if args.hub else colab_url(path)}")
+        link = nbgitpuller_url(args.hub, path, args.repo, args.branch) if args.hub else colab_url(path)
+        print(f"{path}\t{link}")
     return 0
 
 
@@ -126,6 +131,9 @@ def main(argv=None) -> int:
     links = sub.add_parser("links", help="print one link per notebook (JupyterHub via nbgitpuller, or Colab)")
     links.add_argument("--hub", help="JupyterHub URL, e.g. https://hub.example.edu (default: Colab links)")
     links.add_argument("--what", choices=["lessons", "exercises", "all"], default="all")
+    links.add_argument("--repo", help="with --hub: the git URL students' hubs clone the course from "
+                                      "(default: the course's public repository; e.g. a fork or a local mirror)")
+    links.add_argument("--branch", help="with --hub: the branch to clone (default: main)")
     links.set_defaults(run=_links)
 
     s = sub.add_parser("sync", help="rewrite notebook title/badge and setup cells and the README course map")

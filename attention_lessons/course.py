@@ -10,6 +10,9 @@ from __future__ import annotations
 
 REPOSITORY = "https://github.com/attention-lessons/attention-lessons"
 BRANCH = "main"
+#: The course as a website (GitHub Pages of :data:`REPOSITORY`; built by ``make site``,
+#: published by .github/workflows/pages.yml).
+SITE = "https://attention-lessons.github.io/attention-lessons/"
 
 #: (file stem, title) of each lesson, in course order.
 LESSONS: list[tuple[str, str]] = [
@@ -28,7 +31,13 @@ LESSONS: list[tuple[str, str]] = [
     ("12_seq2seq_with_attention", "Sequence to sequence with attention"),
     ("13_attention_for_vision", "Attention for vision"),
     ("14_long_sequences", "Long sequences"),
-    ("15_brains_and_transformers", "Brains and transformers"),
+    ("15_attention_for_speech", "Attention for speech"),
+    ("16_your_own_data", "From your own data to a saved model"),
+    ("17_language_model", "A small language model"),
+    ("18_kv_cache", "Generating with a KV cache"),
+    ("19_positions_and_long_context", "Positions and long context"),
+    ("20_modern_attention_block", "The modern attention block"),
+    ("21_brains_and_transformers", "Brains and transformers"),
 ]
 
 #: (file stem, title, lessons covered) of each exercise.
@@ -41,6 +50,8 @@ EXERCISES: list[tuple[str, str, str]] = [
     ("ex06_keras_layer", "A Keras multi-head attention layer", "09–10"),
     ("ex07_train_with_attention", "Train a model with attention", "11–13"),
     ("ex08_online_softmax", "Online-softmax attention", "14"),
+    ("ex09_kv_cache", "Decoding with a KV cache", "18"),
+    ("ex10_rope_and_gqa", "Rotary positions and grouped-query attention", "19–20"),
 ]
 
 
@@ -68,17 +79,32 @@ def colab_badge(path: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(path)})"
 
 
-def nbgitpuller_url(hub: str, path: str) -> str:
+def nbgitpuller_url(hub: str, path: str, repository: str | None = None, branch: str | None = None) -> str:
     """A JupyterHub link that clones (or updates) the course for the student and opens ``path``.
 
     Uses nbgitpuller's ``git-pull`` endpoint, which the hub must have installed.
+
+    Parameters
+    ----------
+    hub : str
+        The hub's http(s) URL.
+    path : str
+        The notebook to open, relative to the repository root.
+    repository, branch : str, optional
+        Where nbgitpuller clones from: :data:`REPOSITORY` and :data:`BRANCH` unless given (a fork,
+        a mirror on the hub's network, or ``file://`` for a local test). The clone's folder in the
+        student's home is the repository's last path component (without ``.git``), as nbgitpuller names it.
     """
     from urllib.parse import quote, urlencode
 
     if not hub.startswith(("http://", "https://")):
         raise ValueError(f"`hub` must be an http(s) URL of a JupyterHub; got {hub!r}.")
-    folder = REPOSITORY.rstrip("/").rsplit("/", 1)[-1]
-    query = urlencode({"repo": REPOSITORY, "branch": BRANCH, "urlpath": f"lab/tree/{folder}/{path}"}, quote_via=quote)
+    repository = REPOSITORY if repository is None else repository
+    branch = BRANCH if branch is None else branch
+    if not repository.startswith(("http://", "https://", "git://", "ssh://", "file://")):
+        raise ValueError(f"`repository` must be a git URL (https://, git://, ssh:// or file://); got {repository!r}.")
+    folder = repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    query = urlencode({"repo": repository, "branch": branch, "urlpath": f"lab/tree/{folder}/{path}"}, quote_via=quote)
     return f"{hub.rstrip('/')}/hub/user-redirect/git-pull?{query}"
 
 

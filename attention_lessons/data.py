@@ -1,4 +1,4 @@
-"""Deterministic synthetic tasks for Part IV (and a regression toy for lesson 04).
+"""Deterministic offline data for Parts IV and V (and a regression toy for lesson 04).
 
 Every generator takes a ``seed`` and returns the same arrays for the same arguments on every
 machine: the data is enumerated or drawn with NumPy's ``default_rng`` only, never downloaded.
@@ -12,6 +12,9 @@ Each task comes as a :class:`Dataset` of ``train``/``val``/``test`` :class:`Spli
 ``dates``                       human-written dates → ISO 8601 (lesson 12)
 ``digits``                      scikit-learn's bundled 8×8 digits cut into patches (lesson 13)
 ``copy_reverse``                copy or reverse a random token string (sanity checks)
+``dtmf``                        dialled keypad tones: speech-like audio with exact labels (15)
+``write_sentiment_files``       ``sentiment`` as raw text files, one folder per class (16)
+``text_corpus``                 Python's own help text (``pydoc_data``), characters (17)
 ==============================  ==============================================================
 
 This module imports NumPy only (scikit-learn lazily, for the digits).
@@ -535,3 +538,347 @@ def copy_reverse(task: str = "reverse", n_train: int = 2000, n_val: int = 200, n
     splits = [Split(a, b) for a, b in zip(np.split(x, cuts), np.split(y, cuts))]
     vocab = Vocabulary([str(i) for i in range(vocab_size)])
     return Dataset(*splits, vocab=vocab, info={"task": task, "length": length})
+
+
+# --------------------------------------------------------------------------- sentiment as raw text files
+import os  # noqa: E402 - kept with the only section that writes files
+from pathlib import Path  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TextFolders:
+    """What :func:`write_sentiment_files` wrote: the root, one folder per split, file counts.
+
+    ``paths[split]`` is ``root / split``, holding one sub-folder per class (``neg``, ``pos``);
+    ``counts[split][class_name]`` is the number of ``.txt`` files written there.
+    """
+
+    root: Path
+    paths: dict
+    counts: dict
+
+
+SENTIMENT_CLASSES = ("neg", "pos")
+
+
+def write_sentiment_files(folder, n_train: int = 2000, n_val: int = 500, n_test: int = 1000, seed: int = 0,
+                          contrast_fraction: float = 0.5) -> TextFolders:
+    """Write :func:`sentiment`'s sentences as raw text files, one folder per split and class.
+
+    The layout is the one ``keras.utils.text_dataset_from_directory`` reads (class names
+    sorted alphabetically give the label ids, so ``neg`` = 0 and ``pos`` = 1, the labels
+    of :func:`sentiment`)::
+
+        folder/train/neg/00000.txt   folder/train/pos/00001.txt   ...
+        folder/val/...               folder/test/...
+
+    Each file holds one sentence and a final newline, UTF-8. The file's number is the
+    sentence's index in its split of ``sentiment(n_train, n_val, n_test, seed,
+    contrast_fraction)``, so every file can be traced back to the arrays.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        An existing folder; it must not hold ``train``/``val``/``test`` already (files of
+        two calls would mix).
+    n_train, n_val, n_test, seed, contrast_fraction
+        As in :func:`sentiment`.
+
+    Returns
+    -------
+    TextFolders
+        ``root``, ``paths`` (split name → folder) and ``counts`` (split → class → files).
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is not an existing folder, already holds a split folder, or the sizes
+        are invalid (see :func:`sentiment`).
+    """
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ValueError(f"`folder` must be a path (str or os.PathLike); got {type(folder).__name__} {folder!r}.")
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"`folder` must be an existing folder; got {str(root)!r}.")
+    taken = [name for name in ("train", "val", "test") if (root / name).exists()]
+    if taken:
+        raise ValueError(f"`folder` already holds {taken}; write into an empty folder so that two data sets "
+                         f"cannot mix (got {str(root)!r}).")
+    ds = sentiment(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, contrast_fraction=contrast_fraction)
+    paths, counts = {}, {}
+    for name in ("train", "val", "test"):
+        split = getattr(ds, name)
+        paths[name] = root / name
+        counts[name] = {label: 0 for label in SENTIMENT_CLASSES}
+        for label in SENTIMENT_CLASSES:
+            (root / name / label).mkdir(parents=True)
+        width = max(5, len(str(max(len(split) - 1, 0))))
+        for i, (text, y) in enumerate(zip(split.extras["text"], split.y.tolist())):
+            label = SENTIMENT_CLASSES[y]
+            (root / name / label / f"{i:0{width}d}.txt").write_text(text + "\n", encoding="utf-8")
+            counts[name][label] += 1
+    return TextFolders(root=root, paths=paths, counts=counts)
+
+
+__all__ += ["TextFolders", "SENTIMENT_CLASSES", "write_sentiment_files"]
+
+
+# --------------------------------------------------------------------------- text corpus (lesson 17)
+#: The characters of :func:`char_vocabulary`: the newline and the 95 printable ASCII characters.
+CORPUS_CHARACTERS = "\n" + "".join(chr(c) for c in range(32, 127))
+
+# Typographic characters of the Python documentation, written in ASCII (anything else is dropped).
+_TO_ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...",
+                           "\u2014": "--", "\u2013": "-", "\u00df": "ss", "\u00a0": " ", "\t": "    ",
+                           "\r": ""})
+
+
+def char_vocabulary() -> Vocabulary:
+    """The character vocabulary of :func:`text_corpus`: 98 ids, the same on every machine.
+
+    Id 0 is ``<pad>`` and 1 ``<unk>`` (as in every :class:`Vocabulary`; neither occurs in the
+    corpus), then the newline (id 2), the space (id 3) and the printable ASCII characters
+    ``!`` … ``~`` in code-point order (ids 4 … 97).
+    """
+    return Vocabulary(CORPUS_CHARACTERS)
+
+
+def _to_corpus_characters(text: str) -> str:
+    """``text`` in the corpus's 96 characters: typographic quotes and dashes as ASCII, the rest dropped."""
+    allowed = set(CORPUS_CHARACTERS)
+    return "".join(c for c in text.translate(_TO_ASCII) if c in allowed)
+
+
+@dataclass
+class TextCorpus:
+    """A character-level text corpus split into train / validation / test text.
+
+    ``documents`` maps each document's name to its (cleaned) text; ``train``, ``val`` and
+    ``test`` are strings over :attr:`vocab`'s characters; :meth:`ids` encodes a split.
+    """
+
+    train: str
+    val: str
+    test: str
+    vocab: Vocabulary
+    documents: dict
+    info: dict = field(default_factory=dict)
+
+    def ids(self, split: str) -> np.ndarray:
+        """Character ids ``(len(text),)`` int32 of ``split`` ("train", "val" or "test")."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"`split` must be 'train', 'val' or 'test'; got {split!r}.")
+        return self.vocab.encode(list(getattr(self, split)))
+
+    def __repr__(self) -> str:
+        return (f"TextCorpus({self.info.get('name', 'text')}: train={len(self.train):,}, "
+                f"val={len(self.val):,}, test={len(self.test):,} characters)")
+
+
+def text_corpus(name: str = "pydoc_topics", max_chars: int = 400_000, chunk_chars: int = 1_000,
+                val_chunks: int = 20, test_chunks: int = 20, seed: int = 0) -> TextCorpus:
+    """An offline English text corpus for a character-level language model (lesson 17).
+
+    ``name="pydoc_topics"``: the help texts that ``help("assert")``, ``help("with")``, … print,
+    from :mod:`pydoc_data.topics`, which ships with CPython (3.10–3.13 have the same 79
+    topics, about 460 000 – 510 000 characters). **Licence:** the text is part of CPython's
+    documentation, distributed with Python under the Python Software Foundation License
+    Version 2 (code examples in the documentation also under the Zero-Clause BSD licence);
+    see ``help("copyright")`` / https://docs.python.org/3/license.html. Nothing is downloaded.
+
+    The topics are cleaned to the 96 characters of :func:`char_vocabulary` (typographic quotes
+    and dashes become ASCII, the few other non-ASCII characters are dropped), joined in the
+    order of their names with a blank line between them, and cut into consecutive chunks of
+    ``chunk_chars`` characters (the incomplete last chunk is dropped). A seeded permutation
+    gives ``val_chunks`` chunks to validation, ``test_chunks`` to test and the rest, up to
+    ``max_chars`` characters in all, to training; each split keeps its chunks in text order.
+    Held-out text therefore comes from the same documentation but never overlaps training.
+
+    The wording of the documentation changes a little between Python versions, so the text
+    (not its size, as long as the version has more than ``max_chars`` characters) depends on
+    the version: lessons print only the sizes and version-independent facts.
+
+    Parameters
+    ----------
+    name : {"pydoc_topics"}
+    max_chars : int, default 400_000
+        Upper bound on the characters of all three splits together.
+    chunk_chars : int, default 1_000
+    val_chunks, test_chunks : int, default 20
+    seed : int, default 0
+        Which chunks are held out.
+
+    Returns
+    -------
+    TextCorpus
+        ``info`` holds ``name``, ``licence``, ``chunk_chars``, ``n_documents``, ``total_chars``
+        (of the whole cleaned text, version-dependent) and ``chunks`` (each split's chunk
+        numbers: chunk ``i`` is ``text[i * chunk_chars:(i + 1) * chunk_chars]``).
+    """
+    if name != "pydoc_topics":
+        raise ValueError(f"`name` must be 'pydoc_topics' (the only corpus so far); got {name!r}.")
+    _check_sizes(max_chars=max_chars, chunk_chars=chunk_chars, val_chunks=val_chunks, test_chunks=test_chunks)
+    if chunk_chars < 1:
+        raise ValueError(f"`chunk_chars` must be >= 1; got {chunk_chars}.")
+    rng = _rng(seed)
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as error:                       # a Python built without its documentation
+        raise ValueError("`name`='pydoc_topics' needs the standard library's pydoc_data package, "
+                         "which this Python lacks.") from error
+    documents = {key: _to_corpus_characters(topics[key]).strip() + "\n" for key in sorted(topics)}
+    text = "\n".join(documents.values())               # a blank line between two documents
+    n_chunks = len(text) // chunk_chars
+    held_out = val_chunks + test_chunks
+    if held_out * chunk_chars > max_chars or held_out >= n_chunks:
+        raise ValueError(f"`val_chunks` + `test_chunks` = {held_out} chunks of `chunk_chars`={chunk_chars} do not "
+                         f"fit in `max_chars`={max_chars} and the {n_chunks} chunks of the text with room for training.")
+    order = rng.permutation(n_chunks)
+    n_train = min(n_chunks, max_chars // chunk_chars) - held_out
+    parts = {"val": order[:val_chunks], "test": order[val_chunks:held_out],
+             "train": order[held_out:held_out + n_train]}
+    joined = {split: "".join(text[i * chunk_chars:(i + 1) * chunk_chars] for i in np.sort(chunks))
+              for split, chunks in parts.items()}
+    info = {"name": name, "chunk_chars": chunk_chars, "n_documents": len(documents), "total_chars": len(text),
+            "chunks": {split: np.sort(chunks) for split, chunks in parts.items()},
+            "licence": "Python Software Foundation License Version 2 (CPython documentation)"}
+    return TextCorpus(joined["train"], joined["val"], joined["test"], char_vocabulary(), documents, info)
+
+
+__all__ += ["CORPUS_CHARACTERS", "char_vocabulary", "TextCorpus", "text_corpus"]
+
+
+# --------------------------------------------------------------------------- speech-like audio (DTMF)
+#: Telephone keypad (ITU-T Q.23): each key is the sum of one low and one high sine, in Hz.
+DTMF_KEYS: dict[str, tuple[float, float]] = {
+    "1": (697.0, 1209.0), "2": (697.0, 1336.0), "3": (697.0, 1477.0),
+    "4": (770.0, 1209.0), "5": (770.0, 1336.0), "6": (770.0, 1477.0),
+    "7": (852.0, 1209.0), "8": (852.0, 1336.0), "9": (852.0, 1477.0),
+    "*": (941.0, 1209.0), "0": (941.0, 1336.0), "#": (941.0, 1477.0),
+}
+
+
+def _range(value, name: str, low: float, high: float | None = None) -> tuple[float, float]:
+    """A scalar or a (min, max) pair as a checked (min, max) pair within [low, high]."""
+    pair = (value, value) if np.ndim(value) == 0 else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, float, np.integer, np.floating)) and
+                                 not isinstance(v, bool) and np.isfinite(v) for v in pair):
+        raise ValueError(f"`{name}` must be a number or a (min, max) pair of numbers; got {value!r}.")
+    a, b = float(pair[0]), float(pair[1])
+    if a > b or a < low or (high is not None and b > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"`{name}` must lie in {bound} with min <= max; got {value!r}.")
+    return a, b
+
+
+def dtmf(n: int = 1000, min_digits: int = 3, max_digits: int = 5, speed=(0.9, 1.2), snr_db=(10.0, 30.0),
+         sample_rate: int = 8000, duration: float = 1.2, keys: str = "0123456789*#", seed: int = 0) -> Split:
+    """Speech-like audio with exact labels: key sequences dialled on a telephone keypad (DTMF).
+
+    Every clip holds ``min_digits`` … ``max_digits`` key presses. Each press is a **tone**, the sum
+    of the key's low and high sine (:data:`DTMF_KEYS`), followed by a **pause**; clips start after a
+    short lead-in of silence. Like speech, the clips vary in:
+
+    * **rate**: tone 50–100 ms, pause 30–80 ms, lead-in 20–100 ms, all divided by the clip's
+      ``speed`` (drawn uniformly from the ``speed`` range; 1.5 = a speaker 1.5× faster);
+    * **pitch**: each sine is detuned by up to ±1.5 % (what the DTMF standard tolerates), random phase;
+    * **loudness**: each press has its own level (0.2–0.9) and twist (high/low ratio 0.7–1.4);
+    * **noise**: white Gaussian noise over the whole clip; ``snr_db`` (uniform in the range, per
+      clip) is the tones' mean power over the noise power, in decibels (0 dB = as loud as the tones).
+
+    Tones start and stop with 5 ms raised-cosine ramps (no clicks). Everything is drawn from
+    ``numpy.random.default_rng(seed)``: the same arguments give the same clips on every machine
+    (labels and boundaries exactly; samples up to float rounding of ``np.sin``).
+
+    Parameters
+    ----------
+    n : int
+        Number of clips.
+    min_digits, max_digits : int
+        Range of key presses per clip (inclusive), 1 <= min_digits <= max_digits.
+    speed : float or (float, float)
+        Speaking rate, or the range it is drawn from per clip; > 0.
+    snr_db : float or (float, float)
+        Signal-to-noise ratio in dB, or its range per clip.
+    sample_rate : int
+        Samples per second; at least 4000 so that the highest tone (1477 Hz, +1.5 %) lies below
+        the Nyquist frequency with room for a filter's edge.
+    duration : float
+        Length of every clip in seconds; must hold the slowest possible clip (checked).
+    keys : str
+        The keys that may be pressed (a subset of ``"0123456789*#"``).
+    seed : int
+
+    Returns
+    -------
+    Split
+        ``x``: ``(n, round(duration · sample_rate))`` float32 waveforms;
+        ``y``: ``(n, max_digits + 2)`` int32 ids in :func:`dtmf_vocabulary`: ``<start>``, the keys,
+        ``<end>``, then 0-padding;
+        ``extras``: ``text`` (list of str, the keys pressed), ``segments`` (list of int arrays
+        ``(digits, 2)``: first and one-past-last sample of each tone), ``seconds`` (the same in
+        seconds, float arrays), ``speed`` and ``snr_db`` (float arrays ``(n,)``), ``sample_rate`` (int).
+    """
+    _check_sizes(n=n)
+    for name, value in (("min_digits", min_digits), ("max_digits", max_digits), ("sample_rate", sample_rate)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    if min_digits > max_digits:
+        raise ValueError(f"`min_digits` ({min_digits}) must not exceed `max_digits` ({max_digits}).")
+    if sample_rate < 4000:
+        raise ValueError(f"`sample_rate` must be >= 4000 Hz (the tones reach 1.5 kHz); got {sample_rate}.")
+    if not isinstance(keys, str) or not keys or any(k not in DTMF_KEYS for k in keys) or len(set(keys)) != len(keys):
+        raise ValueError(f"`keys` must be distinct characters from {''.join(DTMF_KEYS)!r}; got {keys!r}.")
+    speed_range = _range(speed, "speed", 1e-3)
+    snr_range = _range(snr_db, "snr_db", -40.0, 100.0)
+    if isinstance(duration, bool) or not isinstance(duration, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(duration) or duration <= 0:
+        raise ValueError(f"`duration` must be a positive number of seconds; got {duration!r}.")
+    tone_ms, pause_ms, lead_ms = (50.0, 100.0), (30.0, 80.0), (20.0, 100.0)
+    longest = (lead_ms[1] + max_digits * (tone_ms[1] + pause_ms[1])) / 1000 / speed_range[0]
+    if longest > duration:
+        raise ValueError(f"`duration`={duration} s cannot hold the slowest clip ({max_digits} digits at speed "
+                         f"{speed_range[0]}: up to {longest:.3f} s); raise `duration` or the `speed` minimum.")
+    rng = _rng(seed)
+    length = int(round(duration * sample_rate))
+    vocab = dtmf_vocabulary()
+    ramp = max(1, int(round(0.005 * sample_rate)))
+    x = np.zeros((n, length), dtype=np.float64)
+    y = np.zeros((n, max_digits + 2), dtype=np.int32)
+    texts, segments, speeds, snrs = [], [], np.zeros(n), np.zeros(n)
+    for i in range(n):
+        count = int(rng.integers(min_digits, max_digits + 1))
+        text = "".join(keys[j] for j in rng.integers(0, len(keys), count))
+        rate = rng.uniform(*speed_range)
+        snr = rng.uniform(*snr_range)
+        tones = rng.uniform(*tone_ms, count) / 1000 / rate            # (count,) seconds
+        pauses = rng.uniform(*pause_ms, count) / 1000 / rate          # (count,) seconds
+        lead = rng.uniform(*lead_ms) / 1000 / rate
+        starts = lead + np.concatenate([[0.0], np.cumsum(tones + pauses)[:-1]])
+        bounds = np.stack([np.round(starts * sample_rate), np.round((starts + tones) * sample_rate)], 1).astype(np.int64)
+        power = []
+        for key, (a, b) in zip(text, bounds):
+            t = np.arange(b - a) / sample_rate                        # time inside the tone, seconds
+            f_low, f_high = np.array(DTMF_KEYS[key]) * (1 + rng.uniform(-0.015, 0.015, 2))
+            phase = rng.uniform(0, 2 * np.pi, 2)
+            level, twist = rng.uniform(0.2, 0.9), rng.uniform(0.7, 1.4)
+            tone = level * (np.sin(2 * np.pi * f_low * t + phase[0]) + twist * np.sin(2 * np.pi * f_high * t + phase[1]))
+            edge = np.minimum(1.0, np.minimum(np.arange(b - a) + 0.5, np.arange(b - a)[::-1] + 0.5) / ramp)
+            x[i, a:b] = tone * (0.5 - 0.5 * np.cos(np.pi * edge))     # raised-cosine ramps, 0 -> 1 -> 0
+            power.append(level ** 2 * (1 + twist ** 2) / 2)           # mean power of the two sines
+        x[i] += rng.normal(0.0, np.sqrt(np.mean(power) / 10 ** (snr / 10)), length)
+        y[i, :count + 2] = vocab.encode([START, *text, END])
+        texts.append(text)
+        segments.append(bounds)
+        speeds[i], snrs[i] = rate, snr
+    return Split(x.astype(np.float32), y, {
+        "text": texts, "segments": segments, "seconds": [s / sample_rate for s in segments],
+        "speed": speeds, "snr_db": snrs, "sample_rate": int(sample_rate)})
+
+
+def dtmf_vocabulary() -> Vocabulary:
+    """Targets of :func:`dtmf`: ``<pad>`` 0, ``<unk>`` 1, ``<start>`` 2, ``<end>`` 3, then the 12 keys."""
+    return Vocabulary(list("0123456789*#"), specials=(START, END))
+
+
+__all__ += ["DTMF_KEYS", "dtmf", "dtmf_vocabulary"]

@@ -804,15 +804,25 @@ class MultiHeadAttention(keras.layers.Layer):
                                     key_axes)                           # (B|1, N|1, T, S)
             logits = ops.where(mask, logits, ops.cast(_MASK_FILL, logits.dtype))
         weights = _softmax_over_keys(logits, key_axes)
+        # A fully masked row came out of the softmax uniform; it must give zero weights and a zero
+        # context. Without returned scores (and with one attention axis) it is cheaper to zero the
+        # context of such rows, (B, T, N, Hv) numbers, than the weights, (B, N, T, S) numbers; rows
+        # with a visible key are the same either way.
+        visible = None
         if mask is not None and rows_may_be_empty:
-            # Only fully masked rows change here: they were uniform, now they are zeros.
-            weights = ops.where(mask, weights, ops.zeros((), dtype=weights.dtype))
+            if return_attention_scores or key_axes != 1 or len(query.shape) != 4:
+                weights = ops.where(mask, weights, ops.zeros((), dtype=weights.dtype))
+            else:
+                visible = ops.any(mask, axis=-1)                        # (B|1, N|1, T)
         if compute_dtype in _LOW_PRECISION:
             weights = ops.cast(weights, compute_dtype)
-        scores = weights
+        scores = weights if visible is None else None
         if self.dropout > 0.0:
             weights = self.dropout_layer(weights, training=training)
         context = _einsum(equations.combine, weights, value)           # (B, T, N, Hv)
+        if visible is not None:
+            visible = ops.expand_dims(ops.transpose(visible, (0, 2, 1)), -1)   # (B|1, T, N|1, 1)
+            context = ops.where(visible, context, ops.zeros((), dtype=context.dtype))
         return context, scores
 
     def _compute_attention_mask(self, query, value, query_mask=None, value_mask=None,

@@ -127,7 +127,7 @@ def _check_attention_mask(attention_mask, t, s, num_heads, source: str):
         )
 
 
-def _grouped_attention(q, k, v, mask, scale: float, dropout_layer=None, training=None):
+def _grouped_attention(q, k, v, mask, scale: float, dropout_layer=None, training=None, return_scores: bool = True):
     """Scaled dot-product attention of ``Nq`` query heads over ``Nk`` key/value heads.
 
     ``q`` (B, T, Nq, H), ``k`` (B, S, Nk, H), ``v`` (B, S, Nk, Hv), ``Nk`` divides ``Nq``;
@@ -139,7 +139,9 @@ def _grouped_attention(q, k, v, mask, scale: float, dropout_layer=None, training
     with the most negative finite float32, and masked weights are set to exactly 0, so a
     fully masked row has zero weights and a zero context, never NaN.
 
-    Returns the context (B, T, Nq, Hv) and the weights (B, Nq, T, S) before dropout.
+    Returns the context (B, T, Nq, Hv) and the weights (B, Nq, T, S) before dropout (None
+    when ``return_scores`` is False: then fully masked rows are zeroed in the context, which
+    is cheaper than in the weights).
     """
     n_q, n_k, h = q.shape[2], k.shape[2], q.shape[3]
     g = n_q // n_k
@@ -157,16 +159,26 @@ def _grouped_attention(q, k, v, mask, scale: float, dropout_layer=None, training
         mask = _expand_to_heads(mask)                                   # (B|1, Nq|1, T, S)
         logits = ops.where(mask, logits, ops.cast(_MASK_FILL, logits.dtype))
     weights = ops.softmax(logits, axis=-1)
-    if mask is not None:    # rows with a visible key are unchanged; fully masked rows become 0
-        weights = ops.where(mask, weights, ops.zeros((), dtype=weights.dtype))
+    # Fully masked rows came out uniform and must give zeros (rows with a visible key are
+    # unchanged): in the weights when they are returned, else in the cheaper context.
+    visible = None
+    if mask is not None:
+        if return_scores:
+            weights = ops.where(mask, weights, ops.zeros((), dtype=weights.dtype))
+        else:
+            visible = ops.any(mask, axis=-1)                            # (B|1, Nq|1, T)
     if compute_dtype in _LOW_PRECISION:
         weights = ops.cast(weights, compute_dtype)
-    scores = weights
+    scores = weights if return_scores else None
     if dropout_layer is not None:
         weights = dropout_layer(weights, training=training)
     weights = ops.reshape(weights, (-1, n_k, g, t, s))                  # (B, Nk, G, T, S)
     context = _einsum("bkgts,bskh->btkgh", weights, v)                  # (B, T, Nk, G, Hv)
-    return ops.reshape(context, (-1, t, n_q, v.shape[-1])), scores      # (B, T, Nq, Hv)
+    context = ops.reshape(context, (-1, t, n_q, v.shape[-1]))           # (B, T, Nq, Hv)
+    if visible is not None:
+        visible = ops.expand_dims(ops.transpose(visible, (0, 2, 1)), -1)   # (B|1, T, Nq|1, 1)
+        context = ops.where(visible, context, ops.zeros((), dtype=context.dtype))
+    return context, scores
 
 
 def _project(x, kernel, bias):
@@ -508,7 +520,8 @@ class GroupQueryAttention(keras.layers.Layer):
         if use_causal_mask:
             attention_mask = _and(attention_mask, _band(_dim(query, 1), _dim(key, 1), causal=True))
         return _grouped_attention(query, key, value, attention_mask, self._inverse_sqrt_head_dim,
-                                  self.dropout_layer if self.dropout > 0 else None, training)
+                                  self.dropout_layer if self.dropout > 0 else None, training,
+                                  return_scores=self._return_attention_scores)
 
     # ------------------------------------------------------------ Keras plumbing
 
@@ -605,13 +618,12 @@ class _CachedAttention:
             k, v = self._project_key_value(key, value)            # (B, S, Nk, H)
         else:
             self._check_cache(cache, query, key, cache_update_index)
-            k, v = cache[:, 0, ...], cache[:, 1, ...]             # (B, S_max, Nk, H)
             if cache_update_index is not None:   # write the new keys/values at their positions
                 k_new, v_new = self._project_key_value(key, value)           # (B, S*, Nk, H)
-                start = [0, ops.cast(cache_update_index, "int32"), 0, 0]
-                k = ops.slice_update(k, start, ops.cast(k_new, k.dtype))
-                v = ops.slice_update(v, start, ops.cast(v_new, v.dtype))
-                cache = ops.stack((k, v), axis=1)                 # (B, 2, S_max, Nk, H)
+                # One write of both (B, 2, S*, Nk, H) into the cache, not two writes and a re-stack.
+                start = [0, 0, ops.cast(cache_update_index, "int32"), 0, 0]
+                cache = ops.slice_update(cache, start, ops.cast(ops.stack((k_new, v_new), axis=1), cache.dtype))
+            k, v = cache[:, 0, ...], cache[:, 1, ...]             # (B, S_max, Nk, H)
         if attention_mask is not None:
             source = (f"`query` {tuple(query.shape)} and `value` {tuple(value.shape)}" if cache is None
                       else f"`query` {tuple(query.shape)} and `cache` {tuple(cache.shape)}")
@@ -619,6 +631,7 @@ class _CachedAttention:
         # The queries sit at positions cache_update_index .. + T - 1 (0 .. T - 1 without one).
         start = 0 if cache_update_index is None else cache_update_index
         mask = _and(attention_mask, _band(_dim(q, 1), _dim(k, 1), start=start, window=self._sliding_window))
+        self._return_attention_scores = bool(return_attention_scores)
         context, scores = self._attend(q, k, v, mask, training)   # (B, T, Nq, H)
         output = self._project_output(context, gate)              # (B, T, D)
         if return_attention_scores and cache is not None:
@@ -767,7 +780,8 @@ class CachedMultiHeadAttention(_CachedAttention, MultiHeadAttention):
 
     def _attend(self, q, k, v, mask, training):
         return _grouped_attention(q, k, v, mask, 1.0 / math.sqrt(float(self.key_dim)),
-                                  self.dropout_layer if self.dropout > 0 else None, training)
+                                  self.dropout_layer if self.dropout > 0 else None, training,
+                                  return_scores=self._return_attention_scores)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -58,6 +58,7 @@ import tempfile
 import textwrap
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -456,13 +457,15 @@ def portable_vars(base: dict[str, str]) -> dict[str, str]:
     return dict(base, **PORTABLE_ENV, TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def run_nbval(env: Env, tree: Path, work: Path, cell_timeout: int) -> list[dict]:
+def run_nbval(env: Env, tree: Path, work: Path, cell_timeout: int, jobs: int = 1) -> list[dict]:
     """Strict nbval of every lesson and solution, each alone in an empty folder, portable env.
 
     One pytest per notebook, so that each gets its own time and its own list of failing cells.
+    The portable environment gives each kernel one thread, so ``jobs`` notebooks run side by side
+    (one per core); results are printed in course order as they complete in that order.
     """
     content = work / "nbval"
-    results = []
+    jobs_list = []
     for folder in ("notebooks", "solutions"):
         for nb in sorted((tree / folder).glob("*.ipynb")):
             alone = content / f"{folder}-{nb.stem}"  # an empty folder, like Colab's /content
@@ -473,33 +476,44 @@ def run_nbval(env: Env, tree: Path, work: Path, cell_timeout: int) -> list[dict]
                                   "metadata": {"tags": ["nbval-ignore-output"]}, "outputs": [],
                                   "source": NBVAL_PROBE.format(path=str(probe))})
             (alone / nb.name).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-            junit = alone / "junit.xml"
-            cmd = [env.python, "-m", "pytest", nb.name, "--nbval", "--nbval-current-env",
-                   "--nbval-sanitize-with", str(tree / "tests" / "sanitize.cfg"),
-                   f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=", "-p", "no:cacheprovider",
-                   "-q", "-rf", f"--junitxml={junit}", "--rootdir", str(alone)]
-            start = time.perf_counter()
-            done = run(cmd, log=env.logs / "nbval.log", env=portable_vars(env.vars), cwd=alone, check=False)
-            seconds = time.perf_counter() - start
-            failed = []
-            if junit.exists():
-                for case in ET.parse(junit).getroot().iter("testcase"):
-                    bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-                    if bad is not None:
-                        failed.append(f"{case.get('name', '?')}: {nbval_reason(bad.text or bad.get('message') or '')}")
-            found = json.loads(probe.read_text()) if probe.exists() else None
-            status = "ok" if done.returncode == 0 else f"nbval failed (exit {done.returncode})"
-            if status == "ok" and not (found and Path(found["prefix"]).resolve() == env.root.resolve()
-                                       and "site-packages" in found["package"]):
-                status = f"wrong kernel or package: {found}"
-            name = f"{folder}/{nb.name}"
-            say(f"  {'ok  ' if status == 'ok' else 'FAIL'} {seconds:6.1f} s  {name}" + ("" if status == "ok" else f"  — {status}"))
-            for line in failed[:6]:
+            jobs_list.append((folder, nb, alone, probe))
+
+    def one(job) -> dict:
+        folder, nb, alone, probe = job
+        junit = alone / "junit.xml"
+        cmd = [env.python, "-m", "pytest", nb.name, "--nbval", "--nbval-current-env",
+               "--nbval-sanitize-with", str(tree / "tests" / "sanitize.cfg"),
+               f"--nbval-cell-timeout={cell_timeout}", "-o", "addopts=", "-p", "no:cacheprovider",
+               "-q", "-rf", f"--junitxml={junit}", "--rootdir", str(alone)]
+        start = time.perf_counter()
+        # One log per notebook: side-by-side runs must not interleave their output.
+        done = run(cmd, log=env.logs / f"nbval-{folder}-{nb.stem}.log", env=portable_vars(env.vars), cwd=alone,
+                   check=False)
+        seconds = time.perf_counter() - start
+        failed = []
+        if junit.exists():
+            for case in ET.parse(junit).getroot().iter("testcase"):
+                bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+                if bad is not None:
+                    failed.append(f"{case.get('name', '?')}: {nbval_reason(bad.text or bad.get('message') or '')}")
+        found = json.loads(probe.read_text()) if probe.exists() else None
+        status = "ok" if done.returncode == 0 else f"nbval failed (exit {done.returncode})"
+        if status == "ok" and not (found and Path(found["prefix"]).resolve() == env.root.resolve()
+                                   and "site-packages" in found["package"]):
+            status = f"wrong kernel or package: {found}"
+        return {"name": f"{folder}/{nb.name}", "status": status, "seconds": round(seconds, 1), "failed": failed,
+                "probe": found, "tail": done.stdout.strip().splitlines()[-8:]}
+
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for r in pool.map(one, jobs_list):
+            ok = r["status"] == "ok"
+            say(f"  {'ok  ' if ok else 'FAIL'} {r['seconds']:6.1f} s  {r['name']}" + ("" if ok else f"  — {r['status']}"))
+            for line in r["failed"][:6]:
                 say(f"              ! {line}")
-            if status != "ok" and not failed:
-                say(textwrap.indent("\n".join(done.stdout.strip().splitlines()[-8:]), "              | "))
-            results.append({"name": name, "status": status, "seconds": round(seconds, 1), "failed": failed,
-                            "probe": found})
+            if not ok and not r["failed"]:
+                say(textwrap.indent("\n".join(r["tail"]), "              | "))
+            results.append({k: v for k, v in r.items() if k != "tail"})
     return results
 
 
@@ -558,6 +572,9 @@ def main(argv=None) -> int:
     parser.add_argument("--allow-change", action="append", default=[], metavar="NAME",
                         help="a preinstalled package the install may change (repeatable; say why in the Makefile)")
     parser.add_argument("--cell-timeout", type=int, default=300, help="seconds per notebook cell")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="notebooks checked side by side in the portability run (each kernel has one "
+                             "thread there; default: 2, or 1 on a one-core machine)")
     parser.add_argument("--no-colab-tag", action="store_true",
                         help="do not set COLAB_RELEASE_TAG for the notebooks (Colab sets it)")
     parser.add_argument("--skip-notebooks", action="store_true")
@@ -669,7 +686,7 @@ def main(argv=None) -> int:
             say("  numeric environment (scripts/portable.py): "
                 + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()))
             t = time.perf_counter()
-            results = run_nbval(env, tree, work, args.cell_timeout)
+            results = run_nbval(env, tree, work, args.cell_timeout, args.jobs)
             if not args.no_colab_tag:
                 # The doctor's Colab branch, which strict nbval cannot compare (it prints Colab's notes).
                 tagged = run_notebooks(env, tree, work, args.cell_timeout, "colab-stack-test",

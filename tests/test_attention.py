@@ -825,5 +825,5 @@ def test_attention_module_never_imports_tensorflow_or_keras():
     code = ("import sys, attention_lessons.attention, attention_lessons.shapes; "
             "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
             "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # hangs only
     assert result.returncode == 0, result.stderr

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "instructors.md"]
 #: Programs a fresh terminal has (or the README's other ways in install on the PATH themselves).
-FRESH_TERMINAL = {"make", "git", "cd", "pip", "conda", "jupyter", "python", "python3", "source"}
+FRESH_TERMINAL = {"make", "git", "cd", "pip", "conda", "jupyter", "python", "python3", "source", "bash"}
 
 
 def command_lines(path: Path) -> list[str]:

@@ -61,7 +61,7 @@ SCRIPT = textwrap.dedent("""
 def test_one_sgd_step_on_two_mirrored_cpus_equals_one_on_a_single_device():
     import json
 
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)  # hangs only
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(result)

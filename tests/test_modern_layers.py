@@ -754,7 +754,7 @@ def test_keras_file_with_every_new_layer_loads_in_a_fresh_process(tmp_path):
         np.save(d + "/loaded.npy", np.asarray(model(np.load(d + "/x.npy"))))
         print(sorted(type(layer).__name__ for layer in model.layers))
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # hangs only
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("RotaryEmbedding", "GroupQueryAttention", "CachedMultiHeadAttention",
                  "CachedGroupQueryAttention"):
@@ -815,7 +815,7 @@ DISTRIBUTED = textwrap.dedent("""
 
 
 def test_one_sgd_step_on_two_mirrored_cpus_equals_one_on_a_single_device():
-    done = subprocess.run([sys.executable, "-c", DISTRIBUTED], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", DISTRIBUTED], capture_output=True, text=True, timeout=600)  # hangs only
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(result)

@@ -24,7 +24,7 @@ __all__ = ["check", "summary", "evaluate", "get_exercise", "exercise_ids", "Bug"
 
 #: Exercise id → module holding its ``EXERCISE`` spec, in course order.
 _MODULES = {"ex01": "ex01", "ex02": "ex02", "ex03": "ex03", "ex04": "ex04", "ex05": "ex05", "ex06": "ex06", "ex07": "ex07",
-            "ex08": "ex08"}
+            "ex08": "ex08", "ex09": "ex09", "ex10": "ex10"}
 
 #: Seed of the in-notebook checks; the batch grader uses a different one.
 NOTEBOOK_SEED = 0

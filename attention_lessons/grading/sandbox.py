@@ -38,7 +38,10 @@ from pathlib import Path
 
 #: The course modules that implement what the exercises ask for.
 REFERENCE_MODULES = ("attention_lessons.softmax", "attention_lessons.neurons", "attention_lessons.attention",
-                     "attention_lessons.layers")
+                     "attention_lessons.layers", "attention_lessons.modern")
+#: A reference module that another one imports: allowing the importer allows it too (``layers``
+#: imports ``modern`` to re-export its classes, so ex07, which may use ``layers``, keeps ``modern``).
+_IMPORTED_WITH = {"attention_lessons.layers": ("attention_lessons.modern",)}
 LAUNCHER = Path(__file__).with_name("sandbox_launcher.py")
 #: Folders of the system that the kernel sees read-only (when they exist).
 SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
@@ -64,6 +67,7 @@ def hidden_modules(exercise) -> tuple[str, ...]:
 
     specs = tuple(f"attention_lessons.grading.{m}" for m in dict.fromkeys(_MODULES.values()))
     allowed = set(getattr(exercise, "allowed_modules", ()) or ())
+    allowed |= {m for name in list(allowed) for m in _IMPORTED_WITH.get(name, ())}
     return tuple(m for m in REFERENCE_MODULES + specs if m not in allowed)
 
 
