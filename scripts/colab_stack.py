@@ -115,6 +115,8 @@ EXCLUDED_TESTS = {
     "test_browser.py": "JupyterLab as `make lab` starts it, in Chromium via playwright: not Colab's front end",
     "test_install.py": "builds a wheel from the source tree and installs the lock's versions: `make`'s path, not Colab's",
     "test_docs_commands.py": "static: the README's and instructors' guide's commands, as `make`'s .venv runs them",
+    "test_site.py": "the website built with `make`'s tools (Sphinx, MathJax from npm), in Chromium: not Colab's",
+    "test_hub.py": "a local JupyterHub with `make`'s tools (jupyterhub, configurable-http-proxy): not Colab's",
 }
 
 PROBE_MARK = "COLAB-STACK-PROBE "
