@@ -328,6 +328,17 @@ def _attention_equations(rank: int, attention_axes: tuple, output_axes: int = 1)
     )
 
 
+def _zero_rows_without_keys(context, visible):
+    """Zero the context (B, T, N, Hv) of the queries whose mask row has no visible key.
+
+    ``visible``: bool (B|1, N|1, T), ``any(mask)`` over the keys. A cheaper way to give fully
+    masked rows a zero context than zeroing their (B, N, T, S) weights, when the weights are
+    not returned.
+    """
+    visible = ops.expand_dims(ops.transpose(visible, (0, 2, 1)), -1)   # (B|1, T, N|1, 1)
+    return ops.where(visible, context, ops.zeros((), dtype=context.dtype))
+
+
 def _softmax_over_keys(logits, key_axes: int):
     """Softmax over the last ``key_axes`` axes together: all the key positions of one query."""
     if key_axes == 1 and len(logits.shape) <= 5:
@@ -821,8 +832,7 @@ class MultiHeadAttention(keras.layers.Layer):
             weights = self.dropout_layer(weights, training=training)
         context = _einsum(equations.combine, weights, value)           # (B, T, N, Hv)
         if visible is not None:
-            visible = ops.expand_dims(ops.transpose(visible, (0, 2, 1)), -1)   # (B|1, T, N|1, 1)
-            context = ops.where(visible, context, ops.zeros((), dtype=context.dtype))
+            context = _zero_rows_without_keys(context, visible)
         return context, scores
 
     def _compute_attention_mask(self, query, value, query_mask=None, value_mask=None,

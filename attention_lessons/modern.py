@@ -39,6 +39,7 @@ from .layers import (
     _fresh_initializer,
     _get_keras_mask,
     _set_keras_mask,
+    _zero_rows_without_keys,
 )
 
 import keras  # noqa: E402  (after .layers, which imports TensorFlow quietly first)
@@ -176,8 +177,7 @@ def _grouped_attention(q, k, v, mask, scale: float, dropout_layer=None, training
     context = _einsum("bkgts,bskh->btkgh", weights, v)                  # (B, T, Nk, G, Hv)
     context = ops.reshape(context, (-1, t, n_q, v.shape[-1]))           # (B, T, Nq, Hv)
     if visible is not None:
-        visible = ops.expand_dims(ops.transpose(visible, (0, 2, 1)), -1)   # (B|1, T, Nq|1, 1)
-        context = ops.where(visible, context, ops.zeros((), dtype=context.dtype))
+        context = _zero_rows_without_keys(context, visible)
     return context, scores
 
 

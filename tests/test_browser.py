@@ -32,14 +32,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from chromium import launched_chromium  # tests/chromium.py
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps trying to reach Google's hosts, which
-# this course's offline machines refuse; --no-sandbox because tests may run as root.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LESSON = "notebooks/03_softmax_weighting.ipynb"
 EXERCISE = "exercises/ex02_softmax.ipynb"
 
@@ -217,18 +213,7 @@ def _stop(server: LabServer) -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - depends on the environment
-        pytest.fail("the `playwright` package is missing: install the dev extra (pip install -e '.[dev]').")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (or set CHROMIUM=/path/to/chromium).")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from launched_chromium(pytest.fail)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from grading_support import never_raises  # tests/grading_support.py
 
 from attention_lessons.authoring import BEGIN, END
 from attention_lessons.grading import evaluate, exercise_ids, get_exercise
@@ -339,23 +340,13 @@ def _solution(question):
     return student(question.id.split(".")[0], question.function)
 
 
-def _never_raises(fn):
-    """The solution with its ValueError swallowed: a wrong answer to a "must raise" check only."""
-    def wrapped(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError:
-            return np.zeros(1)
-    return wrapped
-
-
 def _wrong_implementations(question):
     """Known wrong answers to ``question``: the catalogue (as a student would hand it in), the
     mistakes above, and, for "must raise" checks, the solution that never raises."""
     out = [(getattr(b.fn, "__name__", "bug"), b.fn.target() if question.driver else b.fn) for b in question.bugs]
     out += [(m.name, m.build()) for m in MISTAKES + LAYER_MISTAKES if m.question == question.id]
     if any(c.expect == "raise" for c in question.checks):
-        out.append(("never_raises", _never_raises(_solution(question))))
+        out.append(("never_raises", never_raises(_solution(question))))
     return out
 
 

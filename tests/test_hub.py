@@ -36,13 +36,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import launched_chromium  # tests/chromium.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "docs" / "jupyterhub_config.py"
 PROXY = ROOT / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "artifacts" / "hub"
 LESSON = "notebooks/03_softmax_weighting.ipynb"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -173,18 +171,7 @@ def _stop(hub: Hub) -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - depends on the environment
-        _require("the `playwright` package is missing: install the dev extra (pip install -e '.[dev]')")
-    if not os.access(CHROMIUM, os.X_OK):
-        _require(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (or set CHROMIUM=/path/to/chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from launched_chromium(_require)
 
 
 def _printed_link(hub_url: str, repository: Path) -> str:

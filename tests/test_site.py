@@ -39,6 +39,7 @@ from collections import deque
 from pathlib import Path
 
 import pytest
+from chromium import launched_chromium  # tests/chromium.py
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -46,9 +47,6 @@ from build_site import OUT, course_pages  # noqa: E402
 
 from attention_lessons.course import colab_url  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MATHJAX = ROOT / "node" / "node_modules" / "mathjax" / "es5" / "tex-svg-full.js"
 ARTIFACTS = ROOT / "artifacts" / "site"
 PAGE_TIMEOUT = 60_000     # ms: one page and its maths on a busy 2-core machine
@@ -156,18 +154,7 @@ def server(site):
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - depends on the environment
-        _require("the `playwright` package is missing: install the dev extra (pip install -e '.[dev]')")
-    if not os.access(CHROMIUM, os.X_OK):
-        _require(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (or set CHROMIUM=/path/to/chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from launched_chromium(_require)
 
 
 def _watch(page, base: str):

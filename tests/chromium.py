@@ -1,0 +1,34 @@
+"""Headless Debian Chromium driven by playwright: shared by the browser, website and hub tests.
+
+Never downloads a browser; CHROMIUM=/path/to/chromium picks another binary.
+"""
+
+from __future__ import annotations
+
+import os
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps trying to reach Google's hosts, which
+# this course's offline machines refuse; --no-sandbox because tests may run as root.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def launched_chromium(missing):
+    """Yield a launched Chromium (for a module-scoped fixture) and close it afterwards.
+
+    ``missing(reason)`` is called when playwright or Chromium is absent: ``pytest.fail`` or a
+    function that skips unless the tool is required.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - depends on the environment
+        missing("the `playwright` package is missing: install the dev extra (pip install -e '.[dev]')")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (or set CHROMIUM=/path/to/chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
