@@ -60,6 +60,7 @@ colab:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mha.py
 	$(BIN)/python benchmarks/grading_throughput.py
+	$(BIN)/python benchmarks/grading_class.py
 	$(BIN)/python benchmarks/bench_long.py
 	$(BIN)/python benchmarks/bench_modern.py
 

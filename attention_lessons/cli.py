@@ -78,7 +78,8 @@ def _links(args) -> int:
 
 #: ``attention-lessons bench`` name → the repository's benchmark script (what ``make bench`` runs).
 BENCHMARKS = {"mha": "benchmarks/bench_mha.py", "grading": "benchmarks/grading_throughput.py",
-              "long": "benchmarks/bench_long.py", "modern": "benchmarks/bench_modern.py"}
+              "class": "benchmarks/grading_class.py", "long": "benchmarks/bench_long.py",
+              "modern": "benchmarks/bench_modern.py"}
 
 
 def _bench(args) -> int:
@@ -141,8 +142,9 @@ def main(argv=None) -> int:
     s.set_defaults(run=_sync)
 
     b = sub.add_parser("bench", help="run the benchmarks (results go to benchmarks/*.md, as with `make bench`)")
-    b.add_argument("which", nargs="*", metavar="{all,mha,grading,long,modern}",
+    b.add_argument("which", nargs="*", metavar="{all,mha,grading,class,long,modern}",
                    help="which benchmarks (default all): mha (ours vs Keras), grading (throughput), "
+                        "class (every exercise's student-style mistakes: score, hint, time), "
                         "long (naive vs chunked), modern (grouped-query and sliding-window "
                         "attention vs Keras, KV-cache decoding vs recomputing)")
     b.add_argument("--root", default=".", help="repository root (default: .)")

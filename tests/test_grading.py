@@ -384,8 +384,10 @@ def test_a_cell_that_times_out_is_located_by_its_first_line(graded):
 def test_an_infinite_loop_costs_one_cell_timeout(graded):
     row = graded[0]["loops_forever"]
     assert row["status"] == "timeout"
-    assert row["score"] == row["max_score"]  # the interrupted loop does not lose the answers after it
-    assert row["seconds"] < 60
+    # One interrupted cell, and the kernel went on: the answers after the loop are all graded.
+    # (Counted in cells, not seconds: no test asserts a wall-clock time.)
+    assert row["message"].count("ran past") == 1, row["message"]
+    assert row["score"] == row["max_score"]
 
 
 def test_a_kernel_that_dies_still_gets_a_row(graded):

@@ -13,11 +13,11 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from grading_support import never_raises  # tests/grading_support.py
+from grading_support import edited_answer, never_raises  # tests/grading_support.py
 
 from attention_lessons.grading import diagnose, evaluate, ex09, get_exercise
 from attention_lessons.grading.batch import GradeOptions, grade_many
-from attention_lessons.grading.spec import _call, build_cases, judge
+from attention_lessons.grading.spec import build_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "ex09_kv_cache"
@@ -42,10 +42,7 @@ def notebook(edits: dict | None = None) -> dict:
     namespace = {"np": np}
     exec(compile(MODEL, "model", "exec"), namespace)
     for name, source in ANSWERS.items():
-        for old, new in (edits or {}).get(name, ()):
-            assert old in source, f"{old!r} not in the answer cell of {name}"
-            source = source.replace(old, new)
-        exec(compile(source, name, "exec"), namespace)
+        exec(compile(edited_answer(source, (edits or {}).get(name, ())), name, "exec"), namespace)
     return namespace
 
 
@@ -137,9 +134,7 @@ def test_a_generate_built_on_a_buggy_update_cache_gets_a_hint_that_points_back_t
 def test_the_solution_scores_full_marks_on_any_seed(seed):
     namespace = notebook()
     for question in get_exercise("ex09").questions:
-        cases = build_cases(question, seed)
-        fn = namespace[question.function]
-        result = judge(question, cases, [[_call(fn, c) for c in cc] for cc in cases])
+        result = evaluate(question.id, seed=seed, **{question.function: namespace[question.function]})
         assert result.earned == result.points, result.report()
 
 
@@ -164,6 +159,9 @@ def test_the_reference_is_full_recomputation_and_the_cached_solution_equals_it()
     for i in range(5):   # logits[:, i] chose token P + i
         np.testing.assert_allclose(logits[:, i], ex09.full_logits(params, tokens[:, :3 + i])[:, -1], rtol=1e-12)
     ours = notebook()[GENERATE](params, prompt, 5)
+    # Token ids are compared exactly: the two best logits of every step are far apart compared
+    # with float64 rounding (the logits agree to 1e-10), so no machine can flip an argmax.
+    assert ex09._margin(params, prompt, 5) > 1e-6
     np.testing.assert_array_equal(ours[0], tokens)
     np.testing.assert_allclose(ours[1], logits, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours[2], cache, rtol=1e-10, atol=1e-12)
@@ -210,6 +208,42 @@ def test_an_untouched_answer_is_not_attempted():
     assert result.not_attempted and result.earned == 0
 
 
+RECOMPUTING = """
+prompt = np.asarray(prompt)
+tokens, logits = prompt, []
+for _ in range(n_new):                              # every step runs the whole sequence again
+    last = full_logits(params, tokens)[:, -1]
+    logits.append(last)
+    tokens = np.concatenate([tokens, last.argmax(axis=-1)[:, None]], axis=1)
+n_heads, head_dim = np.shape(params["query"])[1:]
+cache = np.zeros((tokens.shape[0], 2, tokens.shape[1], n_heads, head_dim))
+_, k, v = project(params, embed(params, tokens), np.arange(tokens.shape[1]))
+cache = update_cache(cache, k, v, 0)                # the cache, built afterwards
+return tokens, np.stack(logits, axis=1), cache
+"""
+
+
+def test_recomputing_every_step_and_caching_afterwards_loses_only_the_work_point():
+    namespace = notebook()
+    exec(compile(edited_answer(ANSWERS[GENERATE], body=RECOMPUTING), GENERATE, "exec"), namespace)
+    assert evaluate("ex09.q3", generate=namespace[GENERATE]).earned == 3   # right tokens, logits and cache
+    result = evaluate("ex09.q4", generate=namespace[GENERATE])
+    assert result.earned == 0 and result.hint == ex09.RECOMPUTES, result.report()
+
+
+def test_projecting_the_prompt_twice_is_still_caching():
+    twice = student(GENERATE, [("x = embed(params, prompt)                                        # (B, P, D)",
+                                "x = embed(params, prompt)\n    project(params, x, np.arange(n_prompt))")])
+    assert evaluate("ex09.q4", generate=twice).earned == 1
+
+
+def test_the_work_check_counts_projections_where_generate_finds_project():
+    def generate(params, prompt, n_new):       # a generate in a namespace without the given decoder
+        raise AssertionError("not called")
+    result = evaluate("ex09.q4", generate=generate)
+    assert result.earned == 0 and "`project` is not defined" in result.checks[0].detail, result.report()
+
+
 CHECKS = [(q, c) for q in get_exercise("ex09").questions for c in q.checks]
 
 
@@ -217,7 +251,9 @@ CHECKS = [(q, c) for q in get_exercise("ex09").questions for c in q.checks]
 def test_every_check_passes_the_solution_and_fails_a_wrong_implementation(question, check):
     solution = student(question.function)
     assert next(c for c in evaluate(question.id, **{question.function: solution}).checks if c.name == check.name).passed
-    wrong = [b.fn for b in question.bugs] + [student(f, edits) for _, f, edits, _ in STUDENT_BUGS if f == question.function]
+    # A driver's bug is the driver bound to the wrong function; the function itself is `target`.
+    wrong = [getattr(b.fn, "target", lambda fn=b.fn: fn)() for b in question.bugs]
+    wrong += [student(f, edits) for _, f, edits, _ in STUDENT_BUGS if f == question.function]
     wrong.append(never_raises(solution))
     assert any(not next(c for c in evaluate(question.id, **{question.function: fn}).checks if c.name == check.name).passed
                for fn in wrong)

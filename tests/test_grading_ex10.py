@@ -7,18 +7,16 @@ answers, so the hints are shown to hold for code that is not the catalogue's own
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
-from grading_support import never_raises  # tests/grading_support.py
+from grading_support import edited_answer, never_raises  # tests/grading_support.py
 
 from attention_lessons.attention import grouped_query_attention as reference_gqa
 from attention_lessons.attention import rotary_embedding as reference_rope
 from attention_lessons.attention import scaled_dot_product_attention
-from attention_lessons.authoring import BEGIN, END
 from attention_lessons.grading import diagnose, evaluate, ex10, get_exercise
 from attention_lessons.grading.batch import GradeOptions, grade_many
 from attention_lessons.grading.spec import _call, build_cases, judge
@@ -38,15 +36,8 @@ ANSWERS = _answers()
 
 def student(name: str, edits=(), body: str | None = None):
     """The solution's ``name`` with each (old, new) edit applied (every ``old`` must occur), or with ``body``."""
-    source = ANSWERS[name]
-    if body is not None:
-        head, rest = source.split(BEGIN)
-        source = head + BEGIN + "\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n    " + END
-    for old, new in edits:
-        assert old in source, f"{old!r} not in the answer cell of {name}"
-        source = source.replace(old, new)
     namespace = {"np": np}
-    exec(compile(source, "answer", "exec"), namespace)
+    exec(compile(edited_answer(ANSWERS[name], edits, body), "answer", "exec"), namespace)
     return namespace[name]
 
 

@@ -144,5 +144,34 @@ def keras_model_file(model, max_megabytes=64):
             return np.frombuffer(f.read(), dtype=np.uint8)
 
 
+def decoding_work(fn, params, prompt, n_new):
+    """Call ``fn(params, prompt, n_new)`` counting the token rows it projects; return (recomputed, tokens).
+
+    Rows are counted through ``project``, the decoder function the notebook gives (looked up
+    where ``fn`` looks it up: its module's globals), since keys and values of a token come
+    from projecting it. With a cache every token is projected once, P + n_new rows in all;
+    recomputing the sequence at every step projects about n_new·P + n_new²/2. The first value
+    is 1.0 when more than twice P + n_new rows were projected (room for projecting the prompt
+    twice), else 0.0: a coarse flag, the same for every implementation that keeps a cache.
+    """
+    namespace = getattr(fn, "__globals__", None)
+    if not isinstance(namespace, dict) or not callable(namespace.get("project")):
+        raise NameError("`project` is not defined: run the cell that gives the decoder (before question 3)")
+    original, rows = namespace["project"], [0]
+
+    def counting_project(params, x, positions):
+        rows[0] += int(np.shape(x)[1])
+        return original(params, x, positions)
+
+    namespace["project"] = counting_project
+    try:
+        result = fn(params, prompt, n_new)
+    finally:
+        namespace["project"] = original
+    if not (isinstance(result, tuple) and len(result) == 3):
+        raise TypeError("generate must return (tokens, logits, cache)")
+    return np.array(float(rows[0] > 2 * (np.shape(prompt)[1] + n_new))), np.asarray(result[0])
+
+
 DRIVERS = {"mha_forward": mha_forward, "mha_initial_kernels_distinct": mha_initial_kernels_distinct,
-           "online_memory": online_memory, "keras_model_file": keras_model_file}
+           "online_memory": online_memory, "keras_model_file": keras_model_file, "decoding_work": decoding_work}

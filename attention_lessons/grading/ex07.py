@@ -414,7 +414,7 @@ _checks = [
 EXERCISE = Exercise(
     "ex07", "exercises/ex07_train_with_attention.ipynb", "Train a model with attention",
     [Question("ex07.q1", "model", "a trained sentiment classifier with attention", None, _checks,
-              driver="keras_model_file", own_code=False)],
+              driver="keras_model_file", own_code=False, written_in="`build_model` and `train`")],
     memory_mb=8192, cell_timeout=300,
     # The course's layers (and the NumPy modules they import) are tools here, not answers.
     allowed_modules=("attention_lessons.layers", "attention_lessons.attention", "attention_lessons.softmax"),

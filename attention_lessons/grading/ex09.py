@@ -14,6 +14,9 @@ position ``s``.
   cache (B, 2, P + n_new, N, H))``: greedy decoding of the notebook's one-layer decoder
   (RoPE on queries and keys) with the cache; the reference is full recomputation of every
   prefix, so the student's logits and tokens must equal it.
+* q4 the same ``generate``, run through :func:`drivers.decoding_work`: it must project each
+  token once (at most 2·(P + n_new) rows through the given ``project``), which full
+  recomputation at every step (right outputs, no saving) does not.
 
 The model below is the notebook's given code, kept equal to it by tests/test_grading_ex09.py.
 The bugs are one small implementation per question with one classic mistake switched on.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .drivers import decoding_work
 from .spec import Bug, Case, Check, Exercise, Question
 
 #: The decoder of the notebook: vocabulary, model width, heads, head size.
@@ -467,11 +471,48 @@ generate_q = Question(
         Check("one prompt: tokens, logits and cache equal full recomputation", 1.5, _single, rtol=1e-6, atol=1e-8,
               hint=GENERATE_HINT, output_hints=GENERATE_OUTPUTS,
               bugs=_generate_bugs(*GENERATE_CATALOGUE)),
-        Check("a batch of prompts", 1.5, _batch, rtol=1e-6, atol=1e-8, hint=GENERATE_HINT,
+        Check("a batch of prompts", 1.0, _batch, rtol=1e-6, atol=1e-8, hint=GENERATE_HINT,
               output_hints=GENERATE_OUTPUTS, bugs=_generate_bugs(*GENERATE_CATALOGUE)),
-        Check("a one-token prompt; n_new = 1 (the prompt step only)", 1.0, _edges, rtol=1e-6, atol=1e-8,
+        Check("a one-token prompt; n_new = 1 (the prompt step only)", 0.5, _edges, rtol=1e-6, atol=1e-8,
               hint=GENERATE_HINT, output_hints=GENERATE_OUTPUTS,
               bugs=_generate_bugs(*GENERATE_CATALOGUE)),
     ], outputs=("tokens", "logits", "cache"))
 
-EXERCISE = Exercise("ex09", "ex09_kv_cache", "Decoding with a KV cache", [update_q, attend_q, generate_q])
+# --------------------------------------------------------------------------------------
+# Question 4 · the cache saves the work: each token projected once
+# --------------------------------------------------------------------------------------
+
+def _work_reference(params, prompt, n_new):
+    """What :func:`drivers.decoding_work` returns for a generate that keeps a cache: 0 and the tokens."""
+    return np.array(0.0), _ref_generate(params, prompt, n_new)[0]
+
+
+def _recomputing_under_driver(params, prompt, n_new):
+    # The reference itself recomputes every step (full_logits), then projects the whole
+    # sequence once more for the cache: right outputs, none of the saving.
+    return decoding_work(_ref_generate, params, prompt, n_new)
+
+
+_recomputing_under_driver.target = lambda: _ref_generate   # the function itself, for tests
+
+RECOMPUTES = ("Your generate projects the whole sequence again at every step (e.g. with full_logits) instead of "
+              "feeding only the new token: the outputs are right, but the cache saves nothing. Project the prompt "
+              "once, then one token per step, and let cached_attention read the earlier keys and values from the "
+              "cache.")
+
+
+def _work(rng):
+    return [_decoding_case(rng, 1, 4, 10, "one prompt of 4 tokens, n_new=10")]
+
+
+work_q = Question(
+    "ex09.q4", "generate", "generate: each token projected once", _work_reference, [
+        Check("each token's keys and values are computed once: `project` sees at most 2·(P + n_new) = 28 token rows "
+              "(recomputing every step: about 100)", 1.0, _work, rtol=0, atol=0, hint=RECOMPUTES,
+              output_hints={1: "The tokens are wrong on this longer decoding: question 3 finds the mistake on its "
+                               "own cases."},
+              bugs=[Bug(RECOMPUTES, _recomputing_under_driver)]),
+    ], driver="decoding_work", outputs=("recomputed", "tokens"))
+
+
+EXERCISE = Exercise("ex09", "ex09_kv_cache", "Decoding with a KV cache", [update_q, attend_q, generate_q, work_q])

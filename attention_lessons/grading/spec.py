@@ -105,6 +105,9 @@ class Question:
     driver: str | None = None
     own_code: bool = True
     outputs: Sequence[str] = ()
+    #: What the student writes, when it is not ``function`` itself (ex07: the function that
+    #: builds and the one that trains ``model``); names the untouched answer in the hint.
+    written_in: str = ""
 
     @property
     def points(self) -> float:
@@ -419,7 +422,8 @@ def _judge_status(question: Question, outcomes: list[list[Outcome]], results: li
         hint = {"missing": f"Define `{question.function}` in the answer cell and run that cell.",
                 "timeout": "Look for a loop that never ends; each call has a time limit.",
                 "foreign": f"Write `{question.function}` yourself instead of using a library's."}.get(
-            o.status, f"Replace `raise NotImplementedError` in `{question.function}` with your code.")
+            o.status, f"Replace `raise NotImplementedError` in {question.written_in or f'`{question.function}`'} "
+                      "with your code.")
         detail = f"`{question.function}` {_status_text(o)}."
         if (detail, hint) in shown:
             results[i] = _result(check, False, "", "Same as above.")
@@ -500,8 +504,13 @@ def _generic_diagnosis(question: Question, seen: _Seen) -> tuple[str, str]:
     values = _named_arguments(question, case)
     differing = _differing_outputs(student, expected, check)
     findings = list(seen.broken.get(index, []))
+    # A broken contract seen on another case (e.g. different answers twice only where dropout
+    # happened to drop something) explains more than any value probe of this one.
+    findings += [dataclasses.replace(f, text=f"On another case: {f.text}") for i, found in sorted(seen.broken.items())
+                 if i != index for f in found if f.blocks_catalogue]
+    n_contract = len(findings)
     findings += _output_order_finding(student, expected, names, check)
-    if len(findings) == len(seen.broken.get(index, [])):   # the order explains nothing: look at each output
+    if len(findings) == n_contract:   # the order explains nothing: look at each output
         findings += _output_findings(question, case, student, expected, check, differing, names, values)
     lines = [f"Smallest failing case{': ' + case.label if case.label else ''}"]
     lines += [f"  {name} = {diagnose.format_value(v, '  ' + ' ' * (len(name) + 3))}" for name, v in values.items()]
