@@ -1,10 +1,10 @@
 """A small decoder-only (GPT-style) language model, sampling, and n-gram baselines (lesson 17).
 
-* :class:`CausalSelfAttentionBlock` — one pre-norm decoder block *without* cross-attention:
-  causal self-attention (the course's :class:`~attention_lessons.layers.MultiHeadAttention`
-  with ``use_causal_mask=True``) and a feed-forward net, each in a residual connection;
-* :func:`build_language_model` — token + position embedding, a stack of those blocks, a final
-  ``LayerNormalization`` and a ``Dense`` layer that gives next-token logits at every position;
+* :func:`build_language_model` — token + position embedding, a stack of pre-norm
+  :class:`~attention_lessons.layers.TransformerEncoderBlock` s called with
+  ``use_causal_mask=True`` (a decoder block without cross-attention: causal self-attention
+  and a feed-forward net, each in a residual connection), a final ``LayerNormalization``
+  and a ``Dense`` layer that gives next-token logits at every position;
 * :func:`next_token_probabilities`, :func:`sample_token`, :func:`generate` — greedy,
   temperature and top-k sampling, seeded and deterministic given the model;
 * :func:`cross_entropy`, :func:`model_cross_entropy`, :func:`ngram_cross_entropy` — how well a
@@ -18,14 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from .device import import_tensorflow
-from .layers import MultiHeadAttention, PositionalEmbedding
+from .layers import PositionalEmbedding, TransformerEncoderBlock
 
 import_tensorflow()    # before Keras, so TensorFlow's C++ start-up logs stay quiet
 
 import keras  # noqa: E402
-from keras import ops  # noqa: E402
 
-__all__ = ["CausalSelfAttentionBlock", "build_language_model", "next_token_probabilities", "sample_token",
+__all__ = ["build_language_model", "next_token_probabilities", "sample_token",
            "generate", "cross_entropy", "model_cross_entropy", "ngram_cross_entropy"]
 
 
@@ -36,82 +35,14 @@ def _positive_int(value, name: str) -> int:
 
 
 # --------------------------------------------------------------------------- the model
-@keras.saving.register_keras_serializable(package="attention_lessons")
-class CausalSelfAttentionBlock(keras.layers.Layer):
-    """Pre-norm decoder-only block: ``x + MHA(LN(x), causal)``, then ``x + FFN(LN(x))``.
-
-    The decoder block of a GPT-style model (Radford et al. 2018): the course's
-    ``TransformerDecoderBlock`` without cross-attention, since there is no encoder.
-
-    Parameters
-    ----------
-    embed_dim : int
-        Feature size of inputs and outputs; divisible by ``num_heads``.
-    num_heads : int
-    ff_dim : int
-        Hidden size of the feed-forward net ``Dense(ff_dim, relu) → Dense(embed_dim)``.
-    dropout : float, default 0.0
-        On the attention weights and each sub-block's output (training only).
-    **kwargs
-        ``name``, ``dtype``, ...
-
-    Call arguments
-    --------------
-    inputs : tensor, shape (B, T, embed_dim)
-    training : bool, optional
-    return_attention_scores : bool, default False
-        Also return the attention weights ``(B, num_heads, T, T)`` (zero above the diagonal).
-    """
-
-    def __init__(self, embed_dim: int, num_heads: int, ff_dim: int, dropout: float = 0.0, **kwargs):
-        embed_dim, num_heads, ff_dim = (_positive_int(embed_dim, "embed_dim"), _positive_int(num_heads, "num_heads"),
-                                        _positive_int(ff_dim, "ff_dim"))
-        if embed_dim % num_heads:
-            raise ValueError(f"`embed_dim`={embed_dim} must be divisible by `num_heads`={num_heads}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1); got {dropout!r}.")
-        super().__init__(**kwargs)
-        self.embed_dim, self.num_heads, self.ff_dim, self.dropout = embed_dim, num_heads, ff_dim, float(dropout)
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
-        self.attention = MultiHeadAttention(num_heads, embed_dim // num_heads, dropout=dropout, name="attention")
-        self.ffn_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="ffn_norm")
-        self.ffn_hidden = keras.layers.Dense(ff_dim, activation="relu", name="ffn_hidden")
-        self.ffn_output = keras.layers.Dense(embed_dim, name="ffn_output")
-        self.residual_dropout = keras.layers.Dropout(dropout)
-
-    def build(self, input_shape):
-        if len(input_shape) != 3 or input_shape[-1] != self.embed_dim:
-            raise ValueError(f"`inputs` must have shape (batch, time, {self.embed_dim}); got {tuple(input_shape)}.")
-        self.attention_norm.build(input_shape)
-        self.attention.build(input_shape, input_shape)
-        self.ffn_norm.build(input_shape)
-        self.ffn_hidden.build(input_shape)
-        self.ffn_output.build(tuple(input_shape[:-1]) + (self.ff_dim,))
-        self.built = True
-
-    def call(self, inputs, training=None, return_attention_scores=False):
-        h = self.attention_norm(inputs)                                           # (B, T, E)
-        context, scores = self.attention(h, h, use_causal_mask=True, training=training,
-                                         return_attention_scores=True)           # (B, T, E), (B, N, T, T)
-        x = ops.add(inputs, self.residual_dropout(context, training=training))   # residual
-        h = self.ffn_output(self.ffn_hidden(self.ffn_norm(x)))                    # (B, T, E)
-        x = ops.add(x, self.residual_dropout(h, training=training))
-        return (x, scores) if return_attention_scores else x
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update({"embed_dim": self.embed_dim, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
-                       "dropout": self.dropout})
-        return config
-
-
 def build_language_model(vocab_size: int, context: int, embed_dim: int = 64, num_heads: int = 4,
                          ff_dim: int = 256, num_layers: int = 2, dropout: float = 0.0,
                          name: str = "language_model"):
     """A decoder-only causal language model and a second model that returns its attention.
 
     ``ids (B, T) → PositionalEmbedding (learned positions) → num_layers ×
-    CausalSelfAttentionBlock → LayerNormalization → Dense(vocab_size) → logits (B, T, vocab_size)``;
+    TransformerEncoderBlock(use_causal_mask=True) → LayerNormalization → Dense(vocab_size) → logits
+    (B, T, vocab_size)``;
     the logits at position ``t`` are the model's scores for token ``t + 1``, computed from
     tokens ``0..t`` only.
 
@@ -136,8 +67,9 @@ def build_language_model(vocab_size: int, context: int, embed_dim: int = 64, num
     x = PositionalEmbedding(vocab_size, context, embed_dim, name="embedding")(ids)      # (B, T, E)
     scores = []
     for i in range(num_layers):
-        x, s = CausalSelfAttentionBlock(embed_dim, num_heads, ff_dim, dropout, name=f"block_{i}")(
-            x, return_attention_scores=True)                                            # (B, T, E), (B, N, T, T)
+        block = TransformerEncoderBlock(embed_dim, num_heads, ff_dim, dropout=dropout, norm_first=True,
+                                        name=f"block_{i}")
+        x, s = block(x, use_causal_mask=True, return_attention_scores=True)            # (B, T, E), (B, N, T, T)
         scores.append(s)
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")(x)
     logits = keras.layers.Dense(vocab_size, name="next_token")(x)                       # (B, T, V)

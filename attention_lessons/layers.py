@@ -1282,6 +1282,8 @@ class TransformerEncoderBlock(_Block):
 
     The feed-forward net is ``Dense(ff_dim, relu) → Dense(embed_dim)``. Attention uses
     our :class:`MultiHeadAttention` with ``embed_dim // num_heads`` features per head.
+    Called with ``use_causal_mask=True`` it is the block of a decoder-only (GPT-style)
+    language model: position ``t`` attends to positions ``0..t`` only.
 
     Parameters
     ----------
@@ -1308,6 +1310,9 @@ class TransformerEncoderBlock(_Block):
     return_attention_scores : bool, default False
         Return ``(outputs, scores)`` with the self-attention weights ``(B, N, T, T)``, e.g.
         to plot them (a functional model can output them too).
+    use_causal_mask : bool, default False
+        Each position attends to itself and the positions before it only (as in
+        ``keras.layers.MultiHeadAttention``), combined with the padding mask.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, ff_dim: int, dropout: float = 0.1,
@@ -1325,10 +1330,10 @@ class TransformerEncoderBlock(_Block):
         self._build_ffn(input_shape)
         self.built = True
 
-    def call(self, inputs, mask=None, training=None, return_attention_scores=False):
+    def call(self, inputs, mask=None, training=None, return_attention_scores=False, use_causal_mask=False):
         def attend(h):
-            return self.attention(h, h, query_mask=mask, value_mask=mask, training=training,
-                                  return_attention_scores=True)
+            return self.attention(h, h, query_mask=mask, value_mask=mask, use_causal_mask=use_causal_mask,
+                                  training=training, return_attention_scores=True)
 
         x, scores = self._residual(inputs, attend, self.attention_norm,
                                    self.attention_dropout, training)        # (B, T, E)

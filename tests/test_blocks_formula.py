@@ -95,11 +95,11 @@ def residual(x, sublayer, norm, norm_first):
     return x + sublayer(norm(x)) if norm_first else norm(x + sublayer(x))
 
 
-def encoder_formula(block, x, mask=None, eps=None, ffn_residual=True):
+def encoder_formula(block, x, mask=None, eps=None, ffn_residual=True, causal=False):
     eps = block.layer_norm_epsilon if eps is None else eps
     w = _f64(block.attention)
     ln1, ln2 = (lambda h, n=n: layer_norm(h, *_f64(n), eps) for n in (block.attention_norm, block.ffn_norm))
-    h = residual(x, lambda a: mha(a, a, w, mask, mask), ln1, block.norm_first)
+    h = residual(x, lambda a: mha(a, a, w, mask, mask, causal=causal), ln1, block.norm_first)
     y = residual(h, lambda a: ffn(a, *_f64(block.ffn_hidden), *_f64(block.ffn_output)), ln2, block.norm_first)
     return y if ffn_residual else y - h   # pre-norm only: without "+ h" around the FFN
 
@@ -146,12 +146,23 @@ PADDING = np.array([[True] * 6, [True] * 4 + [False] * 2])      # example 1: two
 
 @pytest.mark.parametrize("norm_first", [True, False], ids=["pre-norm", "post-norm"])
 @pytest.mark.parametrize("masked", [False, True], ids=["no mask", "padding mask"])
-def test_encoder_block_equals_the_formula(norm_first, masked):
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "use_causal_mask"])
+def test_encoder_block_equals_the_formula(norm_first, masked, causal):
+    """use_causal_mask=True: the decoder-only (GPT) block of lesson 17, x + MHA_causal(LN(x)), then + FFN(LN(·))."""
     x = f32(2, 6, 16, seed=1)
     mask = PADDING if masked else None
     block = randomized(TransformerEncoderBlock(16, 2, 32, dropout=0.0, norm_first=norm_first), x, seed=2)
-    ours = block(x, mask=mask, training=False)
-    assert_block_close(ours, encoder_formula(block, x.astype(np.float64), mask))
+    ours = block(x, mask=mask, training=False, use_causal_mask=causal)
+    assert_block_close(ours, encoder_formula(block, x.astype(np.float64), mask, causal=causal))
+
+
+def test_the_causal_mask_changes_every_position_but_the_last():
+    x = f32(2, 6, 16, seed=3)
+    block = randomized(TransformerEncoderBlock(16, 2, 32, dropout=0.0), x, seed=4)
+    causal, plain = (np.asarray(block(x, training=False, use_causal_mask=c)) for c in (True, False))
+    for t in range(5):                                                  # they no longer see later tokens
+        assert not np.allclose(causal[:, t], plain[:, t], atol=1e-3), t
+    assert_block_close(causal[:, -1:], plain[:, -1:])                    # the last one sees all of them anyway
 
 
 @pytest.mark.parametrize("norm_first", [True, False], ids=["pre-norm", "post-norm"])
