@@ -18,7 +18,6 @@ then exits with 1: the batch grader must say what the in-process tests say.
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import statistics
 import sys
@@ -34,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from attention_lessons.course import EXERCISES  # noqa: E402
 from attention_lessons.grading import get_exercise  # noqa: E402
 from attention_lessons.grading.batch import GradeOptions, grade_many  # noqa: E402
-from grading_support import edited_answer  # noqa: E402
+from grading_support import with_edited_answer  # noqa: E402
 
 #: Exercises whose grading loads TensorFlow in the student's kernel (ex06: a Keras layer;
 #: ex07: a trained Keras model); the others are NumPy only.
@@ -69,14 +68,6 @@ def mistakes() -> list[tuple[str, str, str, tuple, str | None, str]]:
     return rows
 
 
-def _with_answer(solution, function: str, edits, body):
-    nb = copy.deepcopy(solution)
-    cell = next(c for c in nb.cells if "answer" in c.metadata.get("tags", [])
-                and (f"def {function}(" in c.source or f"class {function}(" in c.source))
-    cell.source = edited_answer(cell.source, edits, body)
-    return nb
-
-
 def submissions(folder: Path, only: set[str] | None):
     """Write the notebooks; yield (exercise, kind, name, question, path, expected hint fragment)."""
     by_exercise: dict[str, list] = {}
@@ -90,7 +81,7 @@ def submissions(folder: Path, only: set[str] | None):
         untouched = nbformat.read(ROOT / "exercises" / f"{stem}.ipynb", as_version=4)
         for kind, name, question, nb, hint in [("solution", "solution", "", solution, ""),
                                                ("untouched", "untouched", "", untouched, "")] + [
-                ("mistake", name, question, _with_answer(solution, function, edits, body), hint)
+                ("mistake", name, question, with_edited_answer(solution, function, edits, body), hint)
                 for question, name, function, edits, body, hint in by_exercise.get(exercise, [])]:
             path = folder / f"{exercise}__{name}.ipynb"
             nbformat.write(nb, path)

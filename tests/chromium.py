@@ -1,4 +1,5 @@
-"""Headless Debian Chromium driven by playwright: shared by the browser, website and hub tests.
+"""Headless Debian Chromium driven by playwright, and the servers it talks to: shared by the
+browser, website and hub tests.
 
 Never downloads a browser; CHROMIUM=/path/to/chromium picks another binary.
 """
@@ -32,3 +33,28 @@ def launched_chromium(missing):
             yield browser
         finally:
             browser.close()
+
+
+def wait_for_notebook_shown(page, n_cells: int, timeout_ms: float) -> None:
+    """Wait until JupyterLab's open notebook shows all its ``n_cells`` cells (a long notebook's cells
+    are added to the page in batches) and its kernel indicator says idle."""
+    page.wait_for_function(
+        "n => document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell').length === n",
+        arg=n_cells, timeout=timeout_ms)
+    page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=timeout_ms)
+
+
+def stop_process_group(process, term_wait: float, kill_wait: float) -> None:
+    """Stop the server ``process`` started in a session of its own (``start_new_session=True``) with
+    its whole process group: SIGTERM lets it clean up, SIGKILL if it hangs."""
+    import contextlib
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)

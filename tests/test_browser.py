@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from chromium import launched_chromium  # tests/chromium.py
+from chromium import launched_chromium, stop_process_group, wait_for_notebook_shown  # tests/chromium.py
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "browser"
@@ -200,13 +199,7 @@ def _stop(server: LabServer) -> None:
         for kernel in server.api("/api/kernels"):
             with contextlib.suppress(Exception):
                 server.api(f"/api/kernels/{kernel['id']}", method="DELETE")
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        if server.process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(server.process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.process.wait(timeout=wait)
+    stop_process_group(server.process, term_wait=15, kill_wait=5)
 
 
 # --------------------------------------------------------------------------- the browser
@@ -263,12 +256,7 @@ def open_notebook(page, lab: LabServer, notebook: str, n_cells: int) -> None:
     """Open `notebook` in JupyterLab, wait until all its `n_cells` cells are on the page and its
     kernel is started and idle."""
     page.goto(lab.page_url(notebook), timeout=PAGE_TIMEOUT)
-    # JupyterLab adds a long notebook's cells to the page in batches.
-    page.wait_for_function(
-        "n => document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell').length === n",
-        arg=n_cells, timeout=PAGE_TIMEOUT)
-    page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-        timeout=PAGE_TIMEOUT)
+    wait_for_notebook_shown(page, n_cells, PAGE_TIMEOUT)
     # ... and the server agrees: the notebook has a session whose kernel is idle.
     deadline = time.monotonic() + PAGE_TIMEOUT / 1000
     while True:

@@ -10,6 +10,8 @@ import nbformat
 import numpy as np
 import pytest
 
+from grading_support import answer_cell, with_edited_answer  # tests/grading_support.py
+
 from attention_lessons.authoring import BEGIN, END
 from attention_lessons.grading import evaluate, exercise_ids, get_exercise
 from attention_lessons.course import EXERCISES
@@ -89,18 +91,6 @@ def _solution(stem):
     return nbformat.read(ROOT / "solutions" / f"{stem}.ipynb", as_version=4)
 
 
-def _with_answer(nb, function, body):
-    """Copy of ``nb`` where the answer defining ``function`` has ``body`` as its solution region."""
-    nb = copy.deepcopy(nb)
-    for cell in nb.cells:
-        if "answer" in cell.metadata.get("tags", []) and f"def {function}(" in cell.source:
-            head, rest = cell.source.split(BEGIN)
-            indent = head.splitlines()[-1]
-            cell.source = head.rstrip(" ") + "\n".join(indent + line for line in body.strip("\n").splitlines())
-            return nb
-    raise AssertionError(f"no answer cell defines {function}")
-
-
 def _add_cell(nb, source, at=4):
     nb = copy.deepcopy(nb)
     nb.cells.insert(at, nbformat.v4.new_code_cell(source))
@@ -119,10 +109,7 @@ return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
 def _region(stem, function):
     """The solution region of the answer cell that defines ``function``, dedented."""
     import textwrap
-    for cell in _solution(stem).cells:
-        if "answer" in cell.metadata.get("tags", []) and f"def {function}(" in cell.source:
-            return textwrap.dedent(cell.source.split(BEGIN)[1].split(END)[0].split("\n", 1)[1])
-    raise AssertionError(function)
+    return textwrap.dedent(answer_cell(_solution(stem), function).source.split(BEGIN)[1].split(END)[0].split("\n", 1)[1])
 
 
 SDPA_BODY = _region("ex04_scaled_dot_product", "scaled_dot_product_attention")
@@ -212,16 +199,6 @@ return ((q @ W_q)[..., :, None, :] + (k @ W_k)[..., None, :, :]) @ v
 ]
 
 
-def _replace_in_answer(nb, edits):
-    """Copy of ``nb`` with each (old, new) edit applied to its answer cell; every ``old`` must occur."""
-    nb = copy.deepcopy(nb)
-    cell = next(c for c in nb.cells if "answer" in c.metadata.get("tags", []))
-    for old, new in edits:
-        assert old in cell.source, f"{old!r} not found in the answer cell"
-        cell.source = cell.source.replace(old, new)
-    return nb
-
-
 # Classic bugs of the Keras layer (ex06), as edits of the solution: (name, edits, question, hint fragment).
 LAYER_BUGS = [
     ("layer_swapped_einsum_axes", [('"btnh,bsnh->bnts"', '"btnh,bsnh->bnst"')], "ex06.q1", "einsum axes are swapped"),
@@ -279,17 +256,17 @@ def graded(tmp_path_factory):
         subs[f"untouched_{stem[:4]}"] = nbformat.read(ROOT / "exercises" / f"{stem}.ipynb", as_version=4)
     subs.update({
         "raises_early": _add_cell(ex02, "raise RuntimeError('a broken cell')"),
-        "one_question_untouched": _with_answer(ex02, "masked_softmax", "raise NotImplementedError"),
+        "one_question_untouched": with_edited_answer(ex02, "masked_softmax", body="raise NotImplementedError"),
         "loops_forever": _add_cell(ex02, "while True:\n    pass"),
         "kills_kernel": _add_cell(ex02, "import os\nos._exit(3)"),
-        "imports_reference": _add_cell(_with_answer(ex02, "softmax", "return None"),
+        "imports_reference": _add_cell(with_edited_answer(ex02, "softmax", body="return None"),
                                        "from attention_lessons.softmax import softmax", at=len(ex02.cells) - 3),
         "patches_numpy": _add_cell(
-            _with_answer(ex02, "softmax", SOFTMAX_BODY.replace("/ temperature", "* temperature")),
+            with_edited_answer(ex02, "softmax", body=SOFTMAX_BODY.replace("/ temperature", "* temperature")),
             "np.allclose = lambda *a, **k: True\nnp.testing.assert_allclose = lambda *a, **k: None\n"
             "np.array_equal = lambda *a, **k: True", at=len(ex02.cells) - 1),
         "eats_memory": _add_cell(ex02, "hog = np.ones(2**33, dtype=np.uint8)  # 8 GiB"),
-        "uses_network": _with_answer(ex02, "softmax", f"""
+        "uses_network": with_edited_answer(ex02, "softmax", body=f"""
 import socket
 try:
     socket.create_connection(("127.0.0.1", {listener.port}), timeout=2).close()
@@ -300,9 +277,9 @@ except OSError:
 """),
     })
     for name, stem, function, body, _, _ in BUGGY:
-        subs[name] = _with_answer(_solution(stem), function, body)
+        subs[name] = with_edited_answer(_solution(stem), function, body=body)
     for name, edits, _, _ in LAYER_BUGS:
-        subs[name] = _replace_in_answer(_solution("ex06_keras_layer"), edits)
+        subs[name] = with_edited_answer(_solution("ex06_keras_layer"), "MyMultiHeadAttention", edits)
     paths = []
     for name, nb in subs.items():
         path = folder / f"{name}.ipynb"

@@ -8,12 +8,14 @@ that is not the catalogue's own.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
-from grading_support import edited_answer, never_raises  # tests/grading_support.py
+from grading_support import (answer_cell, assert_check_can_fail, catalogue, edited_answer, never_raises, verdicts,
+                             with_edited_answer)  # tests/grading_support.py
 
 from attention_lessons.grading import diagnose, evaluate, ex09, get_exercise
 from attention_lessons.grading.batch import GradeOptions, grade_many
@@ -28,9 +30,8 @@ QUESTIONS = {UPDATE: "ex09.q1", ATTEND: "ex09.q2", GENERATE: "ex09.q3"}
 def _cells():
     nb = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
     model = [c.source for c in nb.cells if c.cell_type == "code" and "def make_params(" in c.source]
-    answers = [c.source for c in nb.cells if "answer" in c.metadata.get("tags", [])]
-    assert len(model) == 1 and len(answers) == 3
-    return model[0], {name: next(c for c in answers if f"def {name}(" in c) for name in QUESTIONS}
+    assert len(model) == 1 and sum("answer" in c.metadata.get("tags", []) for c in nb.cells) == 3
+    return model[0], {name: answer_cell(nb, name).source for name in QUESTIONS}
 
 
 MODEL, ANSWERS = _cells()
@@ -249,14 +250,15 @@ CHECKS = [(q, c) for q in get_exercise("ex09").questions for c in q.checks]
 
 @pytest.mark.parametrize("question, check", CHECKS, ids=[f"{q.id}:{c.name[:40]}" for q, c in CHECKS])
 def test_every_check_passes_the_solution_and_fails_a_wrong_implementation(question, check):
+    assert_check_can_fail(_verdicts(question.id), check)
+
+
+@functools.cache
+def _verdicts(question_id: str) -> list[dict]:
+    question = get_exercise("ex09").question(question_id)
     solution = student(question.function)
-    assert next(c for c in evaluate(question.id, **{question.function: solution}).checks if c.name == check.name).passed
-    # A driver's bug is the driver bound to the wrong function; the function itself is `target`.
-    wrong = [getattr(b.fn, "target", lambda fn=b.fn: fn)() for b in question.bugs]
-    wrong += [student(f, edits) for _, f, edits, _ in STUDENT_BUGS if f == question.function]
-    wrong.append(never_raises(solution))
-    assert any(not next(c for c in evaluate(question.id, **{question.function: fn}).checks if c.name == check.name).passed
-               for fn in wrong)
+    wrong = catalogue(question) + [student(f, edits) for _, f, edits, _ in STUDENT_BUGS if f == question.function]
+    return verdicts(question, solution, wrong + [never_raises(solution)])
 
 
 # ---------------------------------------------------------------- batch grading
@@ -268,10 +270,9 @@ def graded(tmp_path_factory):
     # The solution (full marks) and the untouched exercise (zero) are graded with every other
     # exercise's in tests/test_grading.py; here, one buggy submission.
     solution = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
-    for cell in solution.cells:
-        if "answer" in cell.metadata.get("tags", []) and "def generate(" in cell.source:
-            cell.source = cell.source.replace("project(params, x, np.array([index]))", "project(params, x, np.arange(1))")
-    nbformat.write(solution, folder / "positions_restart.ipynb")
+    nbformat.write(with_edited_answer(solution, GENERATE, [("project(params, x, np.array([index]))",
+                                                            "project(params, x, np.arange(1))")]),
+                   folder / "positions_restart.ipynb")
     rows = grade_many(sorted(folder.glob("*.ipynb")), GradeOptions(cell_timeout=30, call_timeout=10), jobs=1)
     return {Path(r["file"]).stem: r for r in rows}
 

@@ -7,12 +7,14 @@ answers, so the hints are shown to hold for code that is not the catalogue's own
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
-from grading_support import edited_answer, never_raises  # tests/grading_support.py
+from grading_support import (answer_cell, assert_check_can_fail, catalogue, edited_answer, never_raises, verdicts,
+                             with_edited_answer)  # tests/grading_support.py
 
 from attention_lessons.attention import grouped_query_attention as reference_gqa
 from attention_lessons.attention import rotary_embedding as reference_rope
@@ -27,8 +29,7 @@ STEM = "ex10_rope_and_gqa"
 
 def _answers() -> dict[str, str]:
     nb = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
-    cells = [c.source for c in nb.cells if "answer" in c.metadata.get("tags", [])]
-    return {name: next(c for c in cells if f"def {name}(" in c) for name in ("rotary_embedding", "grouped_query_attention")}
+    return {name: answer_cell(nb, name).source for name in ("rotary_embedding", "grouped_query_attention")}
 
 
 ANSWERS = _answers()
@@ -200,13 +201,15 @@ CHECKS = [(q, c) for q in get_exercise("ex10").questions for c in q.checks]
 
 @pytest.mark.parametrize("question, check", CHECKS, ids=[f"{q.id}:{c.name[:40]}" for q, c in CHECKS])
 def test_every_check_passes_the_solution_and_fails_a_wrong_implementation(question, check):
-    assert {c.name: c.passed for c in evaluate(question.id, **{question.function: student(question.function)}).checks}[
-        check.name]
-    wrong = [b.fn for b in question.bugs] + [_build(f, change) for _, f, change, _ in STUDENT_BUGS
-                                            if f == question.function]
-    wrong.append(never_raises(student(question.function)))
-    assert any(not next(c for c in evaluate(question.id, **{question.function: fn}).checks if c.name == check.name).passed
-               for fn in wrong)
+    assert_check_can_fail(_verdicts(question.id), check)
+
+
+@functools.cache
+def _verdicts(question_id: str) -> list[dict]:
+    question = get_exercise("ex10").question(question_id)
+    solution = student(question.function)
+    wrong = catalogue(question) + [_build(f, change) for _, f, change, _ in STUDENT_BUGS if f == question.function]
+    return verdicts(question, solution, wrong + [never_raises(solution)])
 
 
 # ---------------------------------------------------------------- batch grading
@@ -218,11 +221,9 @@ def graded(tmp_path_factory):
     # The solution (full marks) and the untouched exercise (zero) are graded with every other
     # exercise's in tests/test_grading.py; here, one buggy submission.
     solution = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
-    for cell in solution.cells:
-        if "answer" in cell.metadata.get("tags", []) and "def grouped_query_attention(" in cell.source:
-            cell.source = cell.source.replace("np.repeat(k, group, axis=-3)", "np.tile(k, (1, group, 1, 1))")
-            cell.source = cell.source.replace("np.repeat(v, group, axis=-3)", "np.tile(v, (1, group, 1, 1))")
-    nbformat.write(solution, folder / "tiled.ipynb")
+    nbformat.write(with_edited_answer(solution, GQA, [("np.repeat(k, group, axis=-3)", "np.tile(k, (1, group, 1, 1))"),
+                                                      ("np.repeat(v, group, axis=-3)", "np.tile(v, (1, group, 1, 1))")]),
+                   folder / "tiled.ipynb")
     rows = grade_many(sorted(folder.glob("*.ipynb")), GradeOptions(cell_timeout=30, call_timeout=10), jobs=1)
     return {Path(r["file"]).stem: r for r in rows}
 

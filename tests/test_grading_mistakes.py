@@ -15,13 +15,14 @@ exercise is shown to fail on some wrong implementation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
-from grading_support import edited_answer, never_raises  # tests/grading_support.py
+from grading_support import answer_cell, assert_check_can_fail, catalogue, edited_answer, never_raises, verdicts  # tests/grading_support.py
 
 from attention_lessons.grading import evaluate, exercise_ids, get_exercise
 from attention_lessons.grading import diagnose, ex08
@@ -34,11 +35,7 @@ STEMS = {"ex01": "ex01_weighted_sums", "ex02": "ex02_softmax", "ex03": "ex03_att
 
 def _answer(exercise: str, name: str) -> str:
     """The solution notebook's answer cell that defines ``name`` (a function or class)."""
-    nb = nbformat.read(ROOT / "solutions" / f"{STEMS[exercise]}.ipynb", as_version=4)
-    for cell in nb.cells:
-        if "answer" in cell.metadata.get("tags", []) and (f"def {name}(" in cell.source or f"class {name}(" in cell.source):
-            return cell.source
-    raise AssertionError(f"no answer cell defines {name} in {exercise}")
+    return answer_cell(nbformat.read(ROOT / "solutions" / f"{STEMS[exercise]}.ipynb", as_version=4), name).source
 
 
 def _namespace(exercise: str) -> dict:
@@ -342,35 +339,21 @@ def _solution(question):
 def _wrong_implementations(question):
     """Known wrong answers to ``question``: the catalogue (as a student would hand it in), the
     mistakes above, and, for "must raise" checks, the solution that never raises."""
-    out = [(getattr(b.fn, "__name__", "bug"), b.fn.target() if question.driver else b.fn) for b in question.bugs]
-    out += [(m.name, m.build()) for m in MISTAKES + LAYER_MISTAKES if m.question == question.id]
+    out = catalogue(question) + [m.build() for m in MISTAKES + LAYER_MISTAKES if m.question == question.id]
     if any(c.expect == "raise" for c in question.checks):
-        out.append(("never_raises", never_raises(_solution(question))))
+        out.append(never_raises(_solution(question)))
     return out
+
+
+@functools.cache
+def _verdicts(question_id: str) -> list[dict]:
+    question = get_exercise(question_id.split(".")[0]).question(question_id)
+    return verdicts(question, _solution(question), _wrong_implementations(question))
 
 
 CHECKS = [(q, c) for ex in STEMS for q in get_exercise(ex).questions for c in q.checks]
 
 
-@pytest.fixture(scope="module")
-def verdicts():
-    """question id → [(name, {check name: passed})] for the solution and every wrong implementation."""
-    cache = {}
-
-    def of(question):
-        if question.id not in cache:
-            rows = []
-            for name, fn in [("solution", _solution(question)), *_wrong_implementations(question)]:
-                result = evaluate(question.id, **{question.function: fn})
-                rows.append((name, {c.name: c.passed for c in result.checks}))
-            cache[question.id] = rows
-        return cache[question.id]
-    return of
-
-
 @pytest.mark.parametrize("question, check", CHECKS, ids=[f"{q.id}:{c.name[:40]}" for q, c in CHECKS])
-def test_every_check_passes_the_solution_and_fails_a_wrong_implementation(verdicts, question, check):
-    rows = verdicts(question)
-    assert rows[0][1][check.name], f"the solution fails {check.name!r}"
-    failing = [name for name, passed in rows[1:] if not passed[check.name]]
-    assert failing, f"no wrong implementation fails {check.name!r}: the check cannot fail"
+def test_every_check_passes_the_solution_and_fails_a_wrong_implementation(question, check):
+    assert_check_can_fail(_verdicts(question.id), check)

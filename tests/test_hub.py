@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from chromium import launched_chromium  # tests/chromium.py
+from chromium import launched_chromium, stop_process_group, wait_for_notebook_shown  # tests/chromium.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "docs" / "jupyterhub_config.py"
@@ -151,13 +151,7 @@ def hub(tmp_path_factory):
 
 def _stop(hub: Hub) -> None:
     # SIGTERM lets JupyterHub stop the users' servers and the proxy (cleanup_servers/cleanup_proxy).
-    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
-        if hub.process.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(hub.process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            hub.process.wait(timeout=wait)
+    stop_process_group(hub.process, term_wait=60, kill_wait=10)
     # The users' servers and the proxy run in sessions of their own; they hold the hub's API address.
     deadline = time.monotonic() + 20
     while _processes_with(hub.marker) and time.monotonic() < deadline:
@@ -240,11 +234,7 @@ def test_a_printed_hub_link_pulls_the_course_into_the_home_and_opens_the_lesson_
             time.sleep(0.5)
         step = "JupyterLab shows every cell of the lesson and an idle kernel"
         n_cells = len(json.loads((clone / LESSON).read_text())["cells"])
-        page.wait_for_function(
-            "n => document.querySelectorAll('.jp-NotebookPanel .jp-Notebook .jp-Cell').length === n",
-            arg=n_cells, timeout=KERNEL_TIMEOUT)
-        page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-            timeout=KERNEL_TIMEOUT)
+        wait_for_notebook_shown(page, n_cells, KERNEL_TIMEOUT)
         step = "the kernel runs code: a line typed at the end of the setup cell prints 42 (Shift+Enter)"
         # The stored notebook already shows "[1]:" and no output on this cell, so the proof is an output
         # only a live kernel can produce. insert_text types as a paste (no auto-indent into the `if`).
